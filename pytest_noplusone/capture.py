@@ -1,0 +1,459 @@
+"""Capture SQL round-trips from every Engine and attribute each to the user's line of code.
+
+One listener on the ``Engine`` *class* sees every sync engine and the ``sync_engine`` behind
+every ``AsyncEngine``. It records into the open windows (``QueryLog`` objects); the windows are
+process-wide, so queries made in other threads and tasks count too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import CodeType, FrameType
+from typing import Any
+
+import greenlet
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.orm import strategies as _strategies
+
+from . import detection
+
+__all__ = ["CapturedQuery", "Location", "QueryLog", "ShapeStats"]
+
+#: How many user frames make a call site (innermost first).
+CALL_SITE_DEPTH = 4
+
+_USER, _SKIP, _BOUNDARY, _STRATEGIES = 0, 1, 2, 3
+
+_TRANSACTION_CONTROL = re.compile(
+    r"\s*(begin|start\s+transaction|commit|end|rollback|savepoint|release)\b",
+    re.IGNORECASE,
+)
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _module_dir(name: str) -> str | None:
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = __import__(name)
+        except Exception:
+            return None
+    path = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
+
+
+def _infrastructure_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Directories whose frames are never the user's: (skipped, boundaries)."""
+    skipped = [_PACKAGE_DIR + os.sep]
+    for name in (
+        "sqlalchemy",
+        "greenlet",
+        "pytest_asyncio",
+        "anyio",
+        "aiosqlite",
+        "asyncpg",
+        "psycopg",
+        "psycopg2",
+        "pymysql",
+        "aiomysql",
+        "asyncmy",
+    ):
+        if name in sys.modules or name in ("sqlalchemy", "greenlet"):
+            directory = _module_dir(name)
+            if directory:
+                skipped.append(directory)
+    boundaries = [d for d in (_module_dir("pluggy"), _module_dir("_pytest")) if d]
+    pytest_module = sys.modules.get("pytest")
+    if pytest_module is not None and getattr(pytest_module, "__file__", None):
+        boundaries.append(os.path.abspath(str(pytest_module.__file__)))
+    return tuple(skipped), tuple(boundaries)
+
+
+_STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
+_SITE_DIRS = tuple(
+    os.path.abspath(p) + os.sep
+    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+)
+_skipped_dirs, _boundary_dirs = _infrastructure_dirs()
+_kinds: dict[str, int] = {}
+_STRATEGIES_FILE = os.path.abspath(_strategies.__file__)
+
+
+def _classify(filename: str) -> int:
+    if filename.startswith("<"):
+        kind = _SKIP
+    else:
+        path = os.path.abspath(filename)
+        if path == _STRATEGIES_FILE:
+            kind = _STRATEGIES
+        elif path.startswith(_boundary_dirs):
+            kind = _BOUNDARY
+        elif path.startswith(_skipped_dirs):
+            kind = _SKIP
+        elif path.startswith(_STDLIB) and not path.startswith(_SITE_DIRS):
+            kind = _SKIP
+        else:
+            # Late imports (a driver first imported by the test) are classified on first sight.
+            kind = _USER
+            for name in ("aiosqlite", "asyncpg", "psycopg", "pymysql", "aiomysql", "asyncmy"):
+                module = sys.modules.get(name)
+                if module is not None and getattr(module, "__file__", None):
+                    directory = os.path.dirname(os.path.abspath(str(module.__file__))) + os.sep
+                    if path.startswith(directory):
+                        kind = _SKIP
+                        break
+    _kinds[filename] = kind
+    return kind
+
+
+def _loader_code(class_names: Sequence[str], method: str) -> CodeType | None:
+    for class_name in class_names:
+        cls = getattr(_strategies, class_name, None)
+        function = getattr(cls, method, None)
+        code = getattr(function, "__code__", None)
+        if isinstance(code, CodeType):
+            return code
+    return None
+
+
+_LAZY_CODE = _loader_code(("_LazyLoader", "LazyLoader"), "_load_for_state")
+_POST_LOADER_CODES: dict[CodeType | None, str] = {
+    _loader_code(("_SelectInLoader", "SelectInLoader"), "_load_for_path"): "selectin",
+    _loader_code(("_ImmediateLoader", "ImmediateLoader"), "_load_for_path"): "immediate",
+}
+_subq = getattr(_strategies, "_SubqueryLoader", None) or getattr(_strategies, "SubqueryLoader", None)
+_subq_collections = getattr(_subq, "_SubqCollections", None)
+_subq_load = getattr(getattr(_subq_collections, "_load", None), "__code__", None)
+if isinstance(_subq_load, CodeType):
+    _POST_LOADER_CODES[_subq_load] = "subquery"
+_POST_LOADER_CODES.pop(None, None)
+
+
+_root = os.getcwd()
+
+
+def set_root(path: str | os.PathLike[str]) -> None:
+    """Locations are shown relative to this directory (the pytest rootdir)."""
+    global _root
+    _root = os.fspath(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A line of the user's code: ``path:line in function``."""
+
+    filename: str
+    lineno: int
+    function: str
+
+    @property
+    def path(self) -> str:
+        """The filename relative to the rootdir when it lies below it."""
+        try:
+            relative = os.path.relpath(self.filename, _root)
+        except ValueError:
+            return self.filename
+        return self.filename if relative.startswith("..") else relative
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno} in {self.function}"
+
+
+_Frames = tuple[tuple[str, int, str], ...]
+
+
+class CapturedQuery:
+    """One DB-API cursor execution."""
+
+    __slots__ = (
+        "_frames",
+        "_url",
+        "executemany",
+        "fingerprint",
+        "loader",
+        "parameters",
+        "parent_key",
+        "relationship",
+        "sql",
+    )
+
+    def __init__(
+        self,
+        sql: str,
+        parameters: Any,
+        executemany: bool,
+        fingerprint: str,
+        url: URL | None,
+        frames: _Frames,
+        loader: str | None = None,
+        relationship: str | None = None,
+        parent_key: Any = None,
+    ) -> None:
+        self.sql = sql
+        #: The parameters as passed to the DB-API; kept in memory only, never written to a file.
+        self.parameters = parameters
+        self.executemany = executemany
+        self.fingerprint = fingerprint
+        self._url = url
+        self._frames = frames
+        #: ``"lazy"``, ``"selectin"``, ``"subquery"`` or ``"immediate"`` when an ORM loader
+        #: strategy issued the statement, else ``None``.
+        self.loader = loader
+        #: ``"Model.attr"`` for a lazy load.
+        self.relationship = relationship
+        #: The identity key of the object whose relationship was lazily loaded.
+        self.parent_key = parent_key
+
+    @property
+    def engine(self) -> str:
+        """The engine's URL, password hidden."""
+        return self._url.render_as_string(hide_password=True) if self._url is not None else "?"
+
+    @property
+    def location(self) -> Location | None:
+        """The innermost frame of the user's code that ran this statement."""
+        return Location(*self._frames[0]) if self._frames else None
+
+    @property
+    def call_site(self) -> tuple[Location, ...]:
+        """The user's frames (innermost first, at most ``CALL_SITE_DEPTH``)."""
+        return tuple(Location(*frame) for frame in self._frames)
+
+    @property
+    def call_site_key(self) -> _Frames:
+        """A hashable key for the call site."""
+        return self._frames
+
+    def __repr__(self) -> str:
+        return f"<CapturedQuery {self.sql[:60]!r} at {self.location}>"
+
+
+class ShapeStats:
+    """Aggregate of the statements of one fingerprint from one call site."""
+
+    __slots__ = ("count", "example", "parent_keys", "parameter_sets")
+
+    def __init__(self, example: CapturedQuery) -> None:
+        self.count = 0
+        self.example = example
+        #: Distinct parents of lazy loads (bounded).
+        self.parent_keys: set[Any] = set()
+        #: Distinct parameter reprs (bounded), for telling N+1 loops from repeats.
+        self.parameter_sets: set[str] = set()
+
+
+_MAX_DISTINCT = 64
+
+
+class QueryLog:
+    """The queries captured in one window: a test body or a ``capture_queries`` block."""
+
+    def __init__(self, *, engine: Engine | None = None, keep: int | None = None) -> None:
+        self._engine = engine
+        self._keep = keep
+        self.count = 0
+        #: The captured statements (the first ``keep`` of them when a limit is set).
+        self.queries: list[CapturedQuery] = []
+        #: Exact counts per fingerprint.
+        self.fingerprints: dict[str, int] = {}
+        #: Per (fingerprint, call site) aggregates, in first-seen order.
+        self.shapes: dict[tuple[str, _Frames], ShapeStats] = {}
+
+    @property
+    def truncated(self) -> bool:
+        """True when more statements ran than ``queries`` keeps."""
+        return self.count > len(self.queries)
+
+    def _add(self, query: CapturedQuery) -> None:
+        self.count += 1
+        if self._keep is None or len(self.queries) < self._keep:
+            self.queries.append(query)
+        fingerprint = query.fingerprint
+        self.fingerprints[fingerprint] = self.fingerprints.get(fingerprint, 0) + 1
+        key = (fingerprint, query._frames)
+        stats = self.shapes.get(key)
+        if stats is None:
+            stats = self.shapes[key] = ShapeStats(query)
+        stats.count += 1
+        if query.parent_key is not None and len(stats.parent_keys) < _MAX_DISTINCT:
+            stats.parent_keys.add(query.parent_key)
+        if len(stats.parameter_sets) < _MAX_DISTINCT and not query.executemany:
+            stats.parameter_sets.add(detection.parameter_key(query.sql, query.parameters))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[CapturedQuery]:
+        return iter(list(self.queries))
+
+    def __repr__(self) -> str:
+        return f"<QueryLog count={self.count}>"
+
+
+class _Shape:
+    __slots__ = ("counted", "fingerprint")
+
+    def __init__(self, fingerprint: str, counted: bool) -> None:
+        self.fingerprint = fingerprint
+        self.counted = counted
+
+
+_lock = threading.Lock()
+_windows: list[QueryLog] = []
+_shapes: dict[str, _Shape] = {}
+_MAX_SHAPES = 20_000
+_ignore: tuple[re.Pattern[str], ...] = ()
+_users = 0
+_listener_errors: list[BaseException] = []
+
+
+def set_ignore(patterns: Sequence[re.Pattern[str]]) -> None:
+    """Statements matching any of these are not counted."""
+    global _ignore
+    _ignore = tuple(patterns)
+    _shapes.clear()
+
+
+def listener_errors() -> list[BaseException]:
+    """Errors the listener caught instead of raising into the user's query."""
+    return _listener_errors
+
+
+def _shape(statement: str) -> _Shape:
+    shape = _shapes.get(statement)
+    if shape is None:
+        counted = _TRANSACTION_CONTROL.match(statement) is None and not any(
+            pattern.search(statement) for pattern in _ignore
+        )
+        shape = _Shape(detection.fingerprint(statement), counted)
+        if len(_shapes) >= _MAX_SHAPES:
+            _shapes.clear()
+        _shapes[statement] = shape
+    return shape
+
+
+def _walk(frame: FrameType | None, out: list[tuple[str, int, str]], found: list[Any]) -> bool:
+    """Collect user frames from ``frame`` outwards; True when the walk is complete."""
+    kinds = _kinds
+    while frame is not None:
+        code = frame.f_code
+        filename = code.co_filename
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = _classify(filename)
+        if kind == _USER:
+            out.append((filename, frame.f_lineno, code.co_name))
+            if len(out) >= CALL_SITE_DEPTH:
+                return True
+        elif kind == _BOUNDARY:
+            return True
+        elif kind == _STRATEGIES and not found:
+            if code is _LAZY_CODE:
+                found.append(("lazy", frame))
+            elif code in _POST_LOADER_CODES:
+                found.append((_POST_LOADER_CODES[code], None))
+        frame = frame.f_back
+    return False
+
+
+def _user_frames(frame: FrameType | None) -> tuple[_Frames, list[Any]]:
+    out: list[tuple[str, int, str]] = []
+    found: list[Any] = []
+    if not _walk(frame, out, found):
+        # Inside an AsyncSession call the statement runs in a child greenlet whose frames end
+        # at SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
+        parent = greenlet.getcurrent().parent
+        while parent is not None and not _walk(parent.gr_frame, out, found):
+            parent = parent.parent
+    return tuple(out), found
+
+
+def _before_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    if not _windows:
+        return
+    try:
+        _record(conn, statement, parameters, executemany)
+    except Exception as error:  # a guest in the user's query: never raise into it
+        if len(_listener_errors) < 10:
+            _listener_errors.append(error)
+
+
+def _record(conn: Connection, statement: str, parameters: Any, executemany: bool) -> None:
+    shape = _shape(statement)
+    if not shape.counted:
+        return
+    frames, found = _user_frames(sys._getframe(2))
+    loader = relationship = parent_key = None
+    if found:
+        loader, frame = found[0]
+        if frame is not None:
+            local = frame.f_locals
+            relationship = str(local["self"].parent_property)
+            state = local.get("state")
+            parent_key = getattr(state, "key", None) or id(state)
+    engine = conn.engine
+    query = CapturedQuery(
+        statement,
+        parameters,
+        executemany,
+        shape.fingerprint,
+        engine.url,
+        frames,
+        loader,
+        relationship,
+        parent_key,
+    )
+    with _lock:
+        for log in _windows:
+            if log._engine is None or log._engine is engine:
+                log._add(query)
+
+
+def acquire() -> None:
+    """Install the listener (reference counted)."""
+    global _users
+    with _lock:
+        _users += 1
+        if _users == 1:
+            event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
+
+
+def release() -> None:
+    """Remove the listener when its last user is gone."""
+    global _users
+    with _lock:
+        _users -= 1
+        if _users == 0:
+            event.remove(Engine, "before_cursor_execute", _before_cursor_execute)
+
+
+def open_window(log: QueryLog) -> None:
+    """Start recording into ``log``."""
+    acquire()
+    with _lock:
+        _windows.append(log)
+
+
+def close_window(log: QueryLog) -> None:
+    """Stop recording into ``log``."""
+    with _lock:
+        for index in range(len(_windows) - 1, -1, -1):
+            if _windows[index] is log:
+                del _windows[index]
+                break
+    release()

@@ -1,0 +1,139 @@
+"""The pytest hooks of pytest-noplusone: settings, markers, per-test capture and budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import pytest
+
+from . import assertions, capture, messages, settings
+from .capture import QueryLog
+
+#: The statements kept per test for messages; counts and per-shape aggregates stay exact.
+KEPT_PER_TEST = 1000
+
+settings_key = pytest.StashKey[settings.Settings]()
+log_key = pytest.StashKey[QueryLog]()
+budget_key = pytest.StashKey["Budget | None"]()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A test's query budget: ``kind`` is "at most" or "exactly"."""
+
+    kind: str
+    limit: int
+    source: str  # "@pytest.mark.max_queries", "noplusone_max_queries", ...
+
+    def exceeded(self, count: int) -> bool:
+        """Whether ``count`` queries break this budget."""
+        return count > self.limit if self.kind == "at most" else count != self.limit
+
+    def raise_with(self) -> str:
+        """How to write a bigger budget, with a ``{}`` for the number."""
+        if self.source == "noplusone_max_queries":
+            return "@pytest.mark.max_queries({})"
+        return self.source + "({})"
+
+
+_BUDGET_MARKERS = {"max_queries": "at most", "num_queries": "exactly"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "max_queries(n): fail if the test body runs more than n SQL statements."
+    )
+    config.addinivalue_line(
+        "markers", "num_queries(n): fail unless the test body runs exactly n SQL statements."
+    )
+    resolved = settings.resolve(config)
+    config.stash[settings_key] = resolved
+    capture.set_root(config.rootpath)
+    capture.set_ignore(resolved.ignore)
+    assertions.show_params = resolved.show_params
+    capture.acquire()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if settings_key in config.stash:
+        del config.stash[settings_key]
+        capture.release()
+        capture.set_ignore(())
+        assertions.show_params = True
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[settings_key].header()
+
+
+def _call(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+    shown = [repr(arg) for arg in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
+    return f"{name}({', '.join(shown)})"
+
+
+def _budget(item: pytest.Item, default: int | None) -> Budget | None:
+    for marker in item.iter_markers():
+        kind = _BUDGET_MARKERS.get(marker.name)
+        if kind is None:
+            continue
+        args, kwargs = marker.args, marker.kwargs
+        value = args[0] if len(args) == 1 and not kwargs else None
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            pytest.fail(
+                messages.bad_marker_argument(
+                    marker.name,
+                    "one non-negative int",
+                    _call(marker.name, args, kwargs),
+                ),
+                pytrace=False,
+            )
+        return Budget(kind, value, f"@pytest.mark.{marker.name}")
+    if default is not None:
+        return Budget("at most", default, "noplusone_max_queries")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[log_key] = QueryLog(keep=KEPT_PER_TEST)
+    item.stash[budget_key] = None
+    item.stash[budget_key] = _budget(item, item.config.stash[settings_key].max_queries)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    log = item.stash.get(log_key, None)
+    if log is None:  # setup did not run through this plugin
+        return (yield)
+    capture.open_window(log)
+    try:
+        result = yield
+    finally:
+        capture.close_window(log)
+    # Only reached when the body passed: a budget can never hide the test's own exception.
+    problems: list[str] = []
+    budget = item.stash.get(budget_key, None)
+    if budget is not None and budget.exceeded(log.count):
+        problems.append(
+            messages.budget_failure(
+                budget.kind,
+                budget.limit,
+                log,
+                raise_with=budget.raise_with(),
+                show_params=item.config.stash[settings_key].show_params,
+            )
+        )
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+    return result
+
+
+@pytest.fixture
+def noplusone_queries(request: pytest.FixtureRequest) -> QueryLog:
+    """The live QueryLog of the current test body (fixture setup and teardown never count)."""
+    return request.node.stash[log_key]
