@@ -16,6 +16,13 @@ from dataclasses import dataclass
 
 import pytest
 
+# Imported here, not in a fixture: pytester drops modules first imported during a test from
+# sys.modules, and re-importing asyncpg's Python modules over its cached C extensions crashes.
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - asyncpg is a test dependency
+    asyncpg = None
+
 PG_URL = os.environ.get("NOPLUSONE_PG_URL", "")
 REQUIRE_PG = os.environ.get("NOPLUSONE_REQUIRE_PG", "") not in ("", "0", "false")
 
@@ -159,8 +166,6 @@ class Database:
 
 
 def _pg_execute(statement: str) -> None:
-    import asyncpg  # noqa: PLC0415 - only needed with PostgreSQL
-
     async def run() -> None:
         connection = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
         try:
@@ -201,6 +206,13 @@ class Project:
     def write_test(self, source: str, name: str = "test_scenario") -> None:
         """Write a test module (dedented)."""
         self.pytester.makepyfile(**{name: textwrap.dedent(source)})
+
+    def line_of(self, marker: str, name: str = "test_scenario") -> int:
+        """The 1-based number of the line of module ``name`` that contains ``marker``."""
+        lines = (self.pytester.path / f"{name}.py").read_text().splitlines()
+        matches = [number for number, line in enumerate(lines, start=1) if marker in line]
+        assert len(matches) == 1, f"{marker!r} is on lines {matches} of {name}.py"
+        return matches[0]
 
     def run(self, *args: str) -> pytest.RunResult:
         """Run the project in a subprocess (enforcement mutates mapper state)."""
