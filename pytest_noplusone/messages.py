@@ -98,3 +98,132 @@ def budget_failure(
 def bad_marker_argument(marker: str, signature: str, value: str) -> str:
     """A one-line error for a misused marker."""
     return f"@pytest.mark.{marker} expects {signature}, got {value}"
+
+
+# --- the CI gate: baseline, report, summary ------------------------------------------------
+
+_FINGERPRINT_WIDTH = 120
+
+
+def update_without_baseline() -> str:
+    """The UsageError of --noplusone-update-baseline without a baseline path."""
+    return (
+        "--noplusone-update-baseline needs a baseline file: pass --noplusone-baseline PATH "
+        "or set noplusone_baseline in the ini file."
+    )
+
+
+def report_is_baseline(path: object) -> str:
+    """The UsageError of a report path that is also the baseline path."""
+    return f"noplusone: the report and the baseline are the same file ({path}); use two paths."
+
+
+def bad_baseline(path: object, reason: str, *, missing: bool) -> str:
+    """The UsageError of a baseline that cannot be used; the file is never touched."""
+    if missing:
+        return (
+            f"noplusone baseline {path}: no such file; create it with "
+            f"--noplusone-update-baseline, or fix the path."
+        )
+    return (
+        f"noplusone baseline {path}: {reason}; fix it, restore it from version control, or "
+        f"delete it and rerun with --noplusone-update-baseline. The file was left untouched."
+    )
+
+
+def cannot_write(path: object, problem: str) -> str:
+    """A report or baseline that cannot be written."""
+    return f"noplusone could not write {path}: {problem}."
+
+
+def gate_error(error: BaseException) -> str:
+    """An unexpected error of the gate: shown, and the run fails instead of crashing."""
+    return f"noplusone: the CI gate failed ({type(error).__name__}: {error}); the run fails."
+
+
+def grown_line(fingerprint: str, old: int, new: int) -> str:
+    """``select posts ... where posts.author_id = ?: 1 -> 5``."""
+    return f"{shorten(fingerprint, _FINGERPRINT_WIDTH)}: {old} -> {new}"
+
+
+def baseline_regression(
+    old: int,
+    log: QueryLog,
+    grown: Iterable[tuple[str, int, int]],
+    shapes: Iterable[ShapeStats],
+    *,
+    baseline: str,
+    show_params: bool,
+) -> str:
+    """The failure of a test that ran more queries than its baseline count."""
+    lines = [
+        f"Expected at most {plural(old, 'query', 'queries')} (the count in the baseline "
+        f"{baseline}) but {were(log.count)} run.",
+        "Statements that ran more often than in the baseline:",
+    ]
+    lines.extend(f"  {grown_line(*row)}" for row in grown)
+    lines.append("Where they ran:")
+    lines.extend(statement_lines(shapes, show_params=show_params))
+    lines.append(
+        "fix: remove the extra queries (eager-load relationships, load rows in one query), or "
+        "if the new count is intended, record it with --noplusone-update-baseline"
+    )
+    return "\n".join(lines)
+
+
+def summary_totals(queries: int, tests: int, budgets_exceeded: int, findings: int) -> str:
+    """``42 queries in 5 tests; 1 budget exceeded; 2 findings``."""
+    return (
+        f"{plural(queries, 'query', 'queries')} in {plural(tests, 'test')}; "
+        f"{plural(budgets_exceeded, 'budget')} exceeded; {plural(findings, 'N+1 finding')}"
+    )
+
+
+def summary_baseline(
+    path: str, regressions: int, improvements: int, new: int, *, updated: bool
+) -> str:
+    """``baseline noplusone-baseline.json: 1 regression, 2 improvements, 3 new``."""
+    counts = (
+        f"{plural(regressions, 'regression')}, {plural(improvements, 'improvement')}, {new} new"
+    )
+    return f"baseline {path} updated: {counts}" if updated else f"baseline {path}: {counts}"
+
+
+def summary_change(status: str, nodeid: str, old: int | None, new: int) -> str:
+    """One test of the baseline lists in the summary."""
+    if old is None:
+        return f"  {status:<11}  {nodeid}: {plural(new, 'query', 'queries')}"
+    return f"  {status:<11}  {nodeid}: {old} -> {plural(new, 'query', 'queries')}"
+
+
+def unreported_regression(nodeid: str, old: int | None, new: int) -> str:
+    """A regression whose test did not fail (an xfail, a plugin changing outcomes)."""
+    return (
+        f"{nodeid} ran {new} queries, above its baseline of {old}, but was not reported as "
+        f"failed (xfail?); the run fails."
+    )
+
+
+def finding_annotation(nodeid: str, kind: str, label: str) -> str:
+    """The text of a GitHub annotation for an N+1 finding."""
+    return f"{kind}: {label} (in {nodeid})"
+
+
+def regression_annotation(
+    nodeid: str, old: int | None, new: int, grown: Iterable[tuple[str, int, int]], baseline: str
+) -> str:
+    """The text of a GitHub annotation for a baseline regression."""
+    lines = [f"{nodeid} ran {new} queries, above its baseline of {old} in {baseline}."]
+    lines.extend(grown_line(*row) for row in grown)
+    return "\n".join(lines)
+
+
+def compare_verdict(counts: dict[str, int], old_total: int, new_total: int) -> str:
+    """``1 rose, 0 fell, 2 new, 0 removed, 5 unchanged; 40 -> 43 queries in total.``"""
+    listed = ", ".join(f"{count} {status}" for status, count in counts.items())
+    return f"{listed}; {old_total} -> {plural(new_total, 'query', 'queries')} in total."
+
+
+def compare_bad_file(path: object, reason: str) -> str:
+    """The one-line error of ``compare`` for a file it cannot use."""
+    return f"error: {path}: {reason}"

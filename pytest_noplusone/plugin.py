@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from . import assertions, capture, messages, settings
+from . import assertions, capture, gate, messages, settings
 from .capture import QueryLog
 
 #: The statements kept per test for messages; counts and per-shape aggregates stay exact.
@@ -16,6 +16,8 @@ KEPT_PER_TEST = 1000
 settings_key = pytest.StashKey[settings.Settings]()
 log_key = pytest.StashKey[QueryLog]()
 budget_key = pytest.StashKey["Budget | None"]()
+gate_key = pytest.StashKey[gate.Gate]()
+_REPORT_LISTENER = "noplusone-report-listener"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "num_queries(n): fail unless the test body runs exactly n SQL statements."
     )
     resolved = settings.resolve(config)
+    config.stash[gate_key] = gate.Gate.configure(config, resolved)
+    listener = _ReportListener(config.stash[gate_key])
+    config.pluginmanager.register(listener, _REPORT_LISTENER)
     config.stash[settings_key] = resolved
     capture.set_root(config.rootpath)
     capture.set_ignore(resolved.ignore)
@@ -60,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin(_REPORT_LISTENER):
+        config.pluginmanager.unregister(name=_REPORT_LISTENER)
     if settings_key in config.stash:
         del config.stash[settings_key]
         capture.release()
@@ -110,11 +117,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     log = item.stash.get(log_key, None)
     if log is None:  # setup did not run through this plugin
         return (yield)
+    item.stash[gate.complete_key] = False
     capture.open_window(log)
     try:
         result = yield
     finally:
         capture.close_window(log)
+    item.stash[gate.complete_key] = True
     # Only reached when the body passed: a budget can never hide the test's own exception.
     problems: list[str] = []
     budget = item.stash.get(budget_key, None)
@@ -128,9 +137,47 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 show_params=item.config.stash[settings_key].show_params,
             )
         )
+    regression = item.config.stash[gate_key].regression(item.nodeid, log)
+    if regression is not None:
+        problems.append(regression)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    log = item.stash.get(log_key, None)
+    if call.when == "call" and log is not None:
+        gate.attach(item, report, log, item.stash.get(budget_key, None), findings=())
+    return report
+
+
+class _ReportListener:
+    """Feeds every test report to the gate (pytest_runtest_logreport gets no config)."""
+
+    def __init__(self, gate_state: gate.Gate) -> None:
+        self.gate = gate_state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the xdist controller the reports come from the workers, data included.
+        self.gate.record(report)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    result = yield
+    session.config.stash[gate_key].finish(session)
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    gate_state = terminalreporter.config.stash.get(gate_key, None)
+    if gate_state is not None:
+        gate_state.terminal_summary(terminalreporter)
 
 
 @pytest.fixture

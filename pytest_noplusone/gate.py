@@ -1,0 +1,659 @@
+"""The CI gate: per-test data on reports, the JSON report, the count baseline and the summary.
+
+Per-test numbers ride on the call-phase ``TestReport`` (``report.noplusone``), which pytest-xdist
+serialises with the report, so the controller sees the same data with ``-n 0`` and ``-n 4``.
+Files are written by the controller only, atomically, after the test loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from . import messages
+from .capture import QueryLog
+from .settings import Settings
+
+__all__ = [
+    "VERSION",
+    "Change",
+    "CountsFileError",
+    "Entry",
+    "Gate",
+    "compare",
+    "load_counts",
+    "write_atomic",
+]
+
+#: The schema version of the report and baseline files.
+VERSION = 1
+#: The attribute of the call-phase TestReport that carries a test's data.
+REPORT_ATTRIBUTE = "noplusone"
+#: Rows listed per category in the terminal summary and the GitHub step summary.
+LISTED = 10
+
+complete_key = pytest.StashKey[bool]()
+
+
+class _Budget(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+
+    def exceeded(self, count: int) -> bool: ...
+
+
+class CountsFileError(Exception):
+    """A baseline or report file that is missing, unreadable or not in our format."""
+
+    def __init__(self, path: Path, reason: str, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One test's counts in a baseline or report file."""
+
+    queries: int
+    fingerprints: Mapping[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as written to a baseline."""
+        return {"queries": self.queries, "fingerprints": dict(sorted(self.fingerprints.items()))}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One test's count against the baseline; ``old`` is None for a test new to it."""
+
+    nodeid: str
+    old: int | None
+    new: int
+    #: (fingerprint, old count, new count) of the statements that ran more often.
+    grown: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def status(self) -> str:
+        """``regression``, ``improvement``, ``new`` or ``unchanged``."""
+        if self.old is None:
+            return "new"
+        if self.new > self.old:
+            return "regression"
+        return "improvement" if self.new < self.old else "unchanged"
+
+
+def grown(old: Mapping[str, int], new: Mapping[str, int]) -> tuple[tuple[str, int, int], ...]:
+    """The fingerprints that ran more often in ``new`` than in ``old``, most grown first."""
+    rows = [(fp, old.get(fp, 0), count) for fp, count in new.items() if count > old.get(fp, 0)]
+    rows.sort(key=lambda row: (row[1] - row[2], row[0]))
+    return tuple(rows)
+
+
+def compare(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> list[Change]:
+    """A Change for every test of ``new``, sorted by node id."""
+    changes = []
+    for nodeid in sorted(new):
+        entry = new[nodeid]
+        before = old.get(nodeid)
+        if before is None:
+            changes.append(Change(nodeid, None, entry.queries))
+        else:
+            rows = grown(before.fingerprints, entry.fingerprints)
+            changes.append(Change(nodeid, before.queries, entry.queries, rows))
+    return changes
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _sorted(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def dumps(totals: Mapping[str, Any], tests: Mapping[str, Any]) -> str:
+    """A report or baseline file: version and totals first, every key below them sorted."""
+    document = {"version": VERSION, "totals": _sorted(totals), "tests": _sorted(tests)}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename.
+
+    A crash at any point leaves either the old file or the new one, never a truncated file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # 0o666 through os.open honours the umask, like a plain open() of a new file would.
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        with suppress(FileNotFoundError):
+            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
+        os.replace(temp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp)
+        raise
+    with suppress(OSError):  # make the rename itself durable where the platform allows it
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_counts(path: Path) -> dict[str, Entry]:
+    """The per-test counts of a baseline or report file; ``CountsFileError`` names what is wrong.
+
+    Tests a report marks as incomplete (their body failed) are left out: their count is partial.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CountsFileError(path, "no such file", missing=True) from None
+    except IsADirectoryError:
+        raise CountsFileError(path, "a directory, not a file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CountsFileError(path, f"unreadable ({error})") from None
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise CountsFileError(path, f"not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise CountsFileError(path, "not a JSON object")
+    if document.get("version") != VERSION:
+        raise CountsFileError(
+            path, f"version {document.get('version')!r}, but this plugin reads version {VERSION}"
+        )
+    tests = document.get("tests")
+    if not isinstance(tests, dict):
+        raise CountsFileError(path, 'no "tests" object')
+    entries: dict[str, Entry] = {}
+    for nodeid, data in tests.items():
+        where = f"tests[{nodeid!r}]"
+        if not isinstance(data, dict):
+            raise CountsFileError(path, f"{where} is not an object")
+        queries, fingerprints = data.get("queries"), data.get("fingerprints", {})
+        if not isinstance(queries, int) or not _count(queries):
+            raise CountsFileError(path, f'{where}["queries"] is not a non-negative integer')
+        if not isinstance(fingerprints, dict) or not all(
+            _count(count) for count in fingerprints.values()
+        ):
+            raise CountsFileError(
+                path, f'{where}["fingerprints"] is not an object of non-negative integers'
+            )
+        if data.get("complete", True) is False:
+            continue
+        entries[nodeid] = Entry(queries, dict(fingerprints))
+    return entries
+
+
+# --- per-test data -----------------------------------------------------------------------
+
+
+def _location(location: object) -> dict[str, Any] | None:
+    """A finding's location as ``{"path", "line", "function"}`` (no values, no SQL)."""
+    if location is None:
+        return None
+    path = getattr(location, "path", None)
+    line = getattr(location, "lineno", None)
+    if isinstance(path, str) and isinstance(line, int):
+        return {"path": path, "line": line, "function": str(getattr(location, "function", ""))}
+    text = str(location)  # "path:line in function"
+    head, _, function = text.partition(" in ")
+    file, _, number = head.rpartition(":")
+    if file and number.isdigit():
+        return {"path": file, "line": int(number), "function": function}
+    return {"path": text, "line": None, "function": ""}
+
+
+def finding_record(finding: object) -> dict[str, Any]:
+    """The JSON form of an N+1 finding: kind, label, location and count (never SQL values)."""
+    record: dict[str, Any] = {
+        "kind": str(getattr(finding, "kind", "finding")),
+        "label": str(getattr(finding, "label", finding)),
+        "location": _location(getattr(finding, "location", None)),
+    }
+    count = getattr(finding, "count", None)
+    if isinstance(count, int):
+        record["count"] = count
+    return record
+
+
+def test_record(
+    log: QueryLog, budget: _Budget | None, findings: Iterable[object], *, complete: bool
+) -> dict[str, Any]:
+    """The JSON-ready data of one test, attached to its call-phase report."""
+    record: dict[str, Any] = {
+        "queries": log.count,
+        "fingerprints": dict(sorted(log.fingerprints.items())),
+        "complete": complete,
+        "findings": [finding_record(finding) for finding in findings],
+    }
+    if budget is not None:
+        record["budget"] = {"kind": budget.kind, "limit": budget.limit, "source": budget.source}
+        record["budget_exceeded"] = budget.exceeded(log.count)
+    return record
+
+
+def attach(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    log: QueryLog,
+    budget: _Budget | None,
+    findings: Sequence[object],
+) -> None:
+    """Put the test's data on its call-phase report and its JUnit properties on the item."""
+    record = test_record(log, budget, findings, complete=item.stash.get(complete_key, False))
+    setattr(report, REPORT_ATTRIBUTE, record)
+    # junitxml writes the teardown report's user_properties, copied from the item later on.
+    item.user_properties.append(("noplusone_queries", log.count))
+    if findings:
+        item.user_properties.append(("noplusone_findings", len(findings)))
+
+
+# --- the session -------------------------------------------------------------------------
+
+
+@dataclass
+class _Test:
+    record: dict[str, Any]
+    outcome: str
+    file: str
+    line: int | None
+
+
+@dataclass
+class Gate:
+    """The session's gate: the baseline it compares with and the tests it has seen."""
+
+    settings: Settings
+    rootpath: Path
+    controller: bool
+    baseline: dict[str, Entry] | None = None
+    tests: dict[str, _Test] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    unreported: list[Change] = field(default_factory=list)
+    finished: bool = False
+
+    @classmethod
+    def configure(cls, config: pytest.Config, settings: Settings) -> Gate:
+        """Check the paths and read the baseline; a bad one is a ``pytest.UsageError``."""
+        gate = cls(settings, config.rootpath, controller=not hasattr(config, "workerinput"))
+        path = settings.baseline
+        if settings.update_baseline and path is None:
+            raise pytest.UsageError(messages.update_without_baseline())
+        if path is not None and settings.report is not None and _same(path, settings.report):
+            raise pytest.UsageError(messages.report_is_baseline(path))
+        if path is not None:
+            try:
+                gate.baseline = load_counts(path)
+            except CountsFileError as error:
+                if not (error.missing and settings.update_baseline):
+                    raise pytest.UsageError(
+                        messages.bad_baseline(path, error.reason, missing=error.missing)
+                    ) from None
+                gate.baseline = {}
+        for written in (settings.report, path if settings.update_baseline else None):
+            problem = _unwritable(written) if written is not None else None
+            if problem is not None and written is not None:
+                raise pytest.UsageError(messages.cannot_write(written, problem))
+        return gate
+
+    @property
+    def comparing(self) -> bool:
+        """Whether counts above the baseline fail (a baseline without the update flag)."""
+        return self.baseline is not None and not self.settings.update_baseline
+
+    def regression(self, nodeid: str, log: QueryLog) -> str | None:
+        """The failure text when the test ran more queries than its baseline, else None."""
+        path = self.settings.baseline
+        if not self.comparing or self.baseline is None or path is None:
+            return None
+        entry = self.baseline.get(nodeid)
+        if entry is None or log.count <= entry.queries:
+            return None
+        rows = grown(entry.fingerprints, log.fingerprints)
+        fingerprints = {row[0] for row in rows}
+        shapes = [
+            stats for stats in log.shapes.values() if stats.example.fingerprint in fingerprints
+        ]
+        return messages.baseline_regression(
+            entry.queries,
+            log,
+            rows,
+            shapes,
+            baseline=_shown(path),
+            show_params=self.settings.show_params,
+        )
+
+    def record(self, report: pytest.TestReport) -> None:
+        """Collect a call-phase report's data (controller only)."""
+        if not self.controller or report.when != "call":
+            return
+        record = getattr(report, REPORT_ATTRIBUTE, None)
+        if not isinstance(record, dict):
+            return
+        file, line, _ = report.location
+        self.tests[report.nodeid] = _Test(
+            record, report.outcome, file, line + 1 if line is not None else None
+        )
+
+    def finish(self, session: pytest.Session) -> None:
+        """Compare, write the files and decide the gate, after the test loop (controller only)."""
+        if not self.controller or session.config.option.collectonly:
+            return
+        self.finished = True
+        try:
+            self._finish(session)
+        except Exception as error:  # never an INTERNALERROR: say it and fail the run
+            self.errors.append(messages.gate_error(error))
+        if self.errors:
+            session.testsfailed += 1
+
+    def _finish(self, session: pytest.Session) -> None:
+        measured = {
+            nodeid: Entry(test.record["queries"], test.record["fingerprints"])
+            for nodeid, test in self.tests.items()
+            if test.record.get("complete")
+        }
+        if self.baseline is not None:
+            self.changes = compare(self.baseline, measured)
+        if self.comparing:
+            # A regression fails its test; one that did not (an xfail, a plugin rewriting the
+            # outcome) still fails the run.
+            self.unreported = [
+                change
+                for change in self.changes
+                if change.status == "regression" and self.tests[change.nodeid].outcome != "failed"
+            ]
+            if self.unreported:
+                session.testsfailed += 1
+        if self.settings.report is not None:
+            self._write(self.settings.report, dumps(self.totals(), self._report_tests()))
+        if self.settings.update_baseline and self.settings.baseline is not None:
+            self._write_baseline(self.settings.baseline, measured)
+        self._github_step_summary()
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            write_atomic(path, text)
+        except OSError as error:
+            self.errors.append(messages.cannot_write(path, str(error)))
+
+    def _write_baseline(self, path: Path, measured: Mapping[str, Entry]) -> None:
+        # Tests that did not run (-k, a subset of files, a failed body) keep their entries.
+        merged = dict(self.baseline or {})
+        merged.update(measured)
+        tests = {nodeid: entry.to_json() for nodeid, entry in merged.items()}
+        totals = {
+            "queries": sum(entry.queries for entry in merged.values()),
+            "tests": len(merged),
+        }
+        text = dumps(totals, tests)
+        with suppress(OSError):
+            if path.read_text(encoding="utf-8") == text:
+                return  # unchanged: leave the file (and its mtime) alone
+        self._write(path, text)
+
+    def count(self, status: str) -> int:
+        """How many tests have this baseline status."""
+        return sum(1 for change in self.changes if change.status == status)
+
+    def totals(self) -> dict[str, Any]:
+        """The numbers at the top of the report."""
+        records = [test.record for test in self.tests.values()]
+        totals: dict[str, Any] = {
+            "queries": sum(record["queries"] for record in records),
+            "tests": len(records),
+            "budgets_exceeded": sum(1 for record in records if record.get("budget_exceeded")),
+            "findings": sum(len(record["findings"]) for record in records),
+        }
+        if self.baseline is not None:
+            totals["baseline_regressions"] = self.count("regression")
+            totals["baseline_improvements"] = self.count("improvement")
+            totals["baseline_new"] = self.count("new")
+        return totals
+
+    def _report_tests(self) -> dict[str, Any]:
+        tests: dict[str, Any] = {}
+        changes = {change.nodeid: change for change in self.changes}
+        for nodeid, test in self.tests.items():
+            record = dict(test.record)
+            record["outcome"] = test.outcome
+            change = changes.get(nodeid)
+            if change is not None:
+                record["baseline"] = {"queries": change.old, "status": change.status}
+            tests[nodeid] = record
+        return tests
+
+    # --- output ----------------------------------------------------------------------------
+
+    def top(self) -> list[tuple[str, int]]:
+        """The tests that ran the most queries (at most ``LISTED``, none with zero)."""
+        rows = [(nodeid, test.record["queries"]) for nodeid, test in self.tests.items()]
+        rows = [row for row in rows if row[1] > 0]
+        rows.sort(key=lambda row: (-row[1], row[0]))
+        return rows[:LISTED]
+
+    def summary_lines(self) -> list[str]:
+        """The terminal summary section (without its title)."""
+        totals = self.totals()
+        lines = [_totals_line(totals)]
+        if self.baseline is not None and self.settings.baseline is not None:
+            lines.append(
+                messages.summary_baseline(
+                    _shown(self.settings.baseline),
+                    self.count("regression"),
+                    self.count("improvement"),
+                    self.count("new"),
+                    updated=self.settings.update_baseline,
+                )
+            )
+            for status in ("regression", "improvement", "new"):
+                listed = [change for change in self.changes if change.status == status]
+                for change in listed[:LISTED]:
+                    lines.append(
+                        messages.summary_change(status, change.nodeid, change.old, change.new)
+                    )
+                if len(listed) > LISTED:
+                    lines.append(f"  ... and {len(listed) - LISTED} more")
+        for change in self.unreported:
+            lines.append(messages.unreported_regression(change.nodeid, change.old, change.new))
+        top = self.top()
+        if top:
+            lines.append(f"top {len(top)} tests by queries:")
+            width = len(str(top[0][1]))
+            lines.extend(f"  {count:>{width}}  {nodeid}" for nodeid, count in top)
+        if self.settings.report is not None and not self.errors:
+            lines.append(f"report: {_shown(self.settings.report)}")
+        return lines
+
+    def terminal_summary(self, reporter: pytest.TerminalReporter) -> None:
+        """Print the summary section, annotations and errors; never raises."""
+        if not self.finished:
+            return
+        try:
+            if reporter.config.get_verbosity() >= 0 and (self.tests or self.baseline is not None):
+                reporter.write_sep("=", "noplusone")
+                for line in self.summary_lines():
+                    reporter.write_line(line)
+            for error in self.errors:
+                reporter.write_line(error, red=True, bold=True)
+            if _github():
+                for line in self.annotations():
+                    reporter.write_line(line)
+        except Exception as error:  # pragma: no cover - the summary must never break the run
+            reporter.write_line(messages.gate_error(error), red=True)
+
+    def annotations(self) -> list[str]:
+        """GitHub Actions ``::error`` commands for findings and baseline regressions."""
+        level = "error" if self.settings.nplusone == "fail" else "warning"
+        lines = []
+        for nodeid in sorted(self.tests):
+            for finding in self.tests[nodeid].record["findings"]:
+                location = finding.get("location") or {}
+                lines.append(
+                    _command(
+                        level,
+                        self._workspace_path(location.get("path")),
+                        location.get("line"),
+                        "noplusone N+1",
+                        messages.finding_annotation(nodeid, finding["kind"], finding["label"]),
+                    )
+                )
+        if self.comparing and self.settings.baseline is not None:
+            for change in self.changes:
+                if change.status != "regression":
+                    continue
+                test = self.tests[change.nodeid]
+                lines.append(
+                    _command(
+                        "error",
+                        self._workspace_path(test.file),
+                        test.line,
+                        "noplusone baseline",
+                        messages.regression_annotation(
+                            change.nodeid,
+                            change.old,
+                            change.new,
+                            change.grown,
+                            _shown(self.settings.baseline),
+                        ),
+                    )
+                )
+        return lines
+
+    def _workspace_path(self, path: object) -> str | None:
+        """A rootdir-relative path made relative to the GitHub workspace (the repository)."""
+        if not isinstance(path, str):
+            return None
+        workspace = os.environ.get("GITHUB_WORKSPACE")
+        absolute = Path(path) if os.path.isabs(path) else self.rootpath / path
+        if workspace:
+            with suppress(ValueError):
+                return absolute.relative_to(workspace).as_posix()
+        return Path(path).as_posix()
+
+    def step_summary(self) -> str:
+        """The Markdown appended to ``$GITHUB_STEP_SUMMARY``."""
+        totals = self.totals()
+        lines = ["### noplusone", "", _totals_line(totals)]
+        if self.baseline is not None and self.settings.baseline is not None:
+            lines[-1] += "; " + messages.summary_baseline(
+                _shown(self.settings.baseline),
+                self.count("regression"),
+                self.count("improvement"),
+                self.count("new"),
+                updated=self.settings.update_baseline,
+            )
+        rows: list[tuple[str, str, str, str]] = []
+        for status in ("regression", "improvement", "new"):
+            listed = [change for change in self.changes if change.status == status]
+            for change in listed[:LISTED]:
+                old = "" if change.old is None else str(change.old)
+                delta = "new" if change.old is None else f"{change.new - change.old:+d}"
+                rows.append((change.nodeid, str(change.new), old, delta))
+        shown = {row[0] for row in rows}
+        for nodeid, count in self.top():
+            if nodeid not in shown:
+                entry = self.baseline.get(nodeid) if self.baseline is not None else None
+                rows.append((nodeid, str(count), "" if entry is None else str(entry.queries), ""))
+        if rows:
+            lines += ["", "| Test | Queries | Baseline | Change |", "|---|---:|---:|---:|"]
+            lines += [f"| {_cell(row[0])} | {row[1]} | {row[2]} | {row[3]} |" for row in rows]
+        return "\n".join(lines) + "\n\n"
+
+    def _github_step_summary(self) -> None:
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not _github() or not target:
+            return
+        try:
+            with open(target, "a", encoding="utf-8") as file:
+                file.write(self.step_summary())
+        except OSError as error:
+            self.errors.append(messages.cannot_write(Path(target), str(error)))
+
+
+def _totals_line(totals: Mapping[str, Any]) -> str:
+    return messages.summary_totals(
+        totals["queries"], totals["tests"], totals["budgets_exceeded"], totals["findings"]
+    )
+
+
+def _github() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def _escape(text: str, *, property_value: bool = False) -> str:
+    # https://github.com/actions/toolkit/blob/main/packages/core/src/command.ts
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def _command(level: str, file: str | None, line: int | None, title: str, message: str) -> str:
+    properties = []
+    if file:
+        properties.append(f"file={_escape(file, property_value=True)}")
+        if line:
+            properties.append(f"line={line}")
+    properties.append(f"title={_escape(title, property_value=True)}")
+    return f"::{level} {','.join(properties)}::{_escape(message)}"
+
+
+def _cell(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
+def _same(first: Path, second: Path) -> bool:
+    return os.path.abspath(first) == os.path.abspath(second)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    with suppress(ValueError):
+        return Path(os.path.abspath(path)).relative_to(os.getcwd()).as_posix()
+    return str(path)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, checked before the run rather than after it."""
+    if path.is_dir():
+        return "it is a directory"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"the directory {ancestor} is not writable"
+    return None
