@@ -39,77 +39,55 @@ _TRANSACTION_CONTROL = re.compile(
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _module_dir(name: str) -> str | None:
-    module = sys.modules.get(name)
-    if module is None:
-        try:
-            module = __import__(name)
-        except Exception:
-            return None
-    path = getattr(module, "__file__", None)
-    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
-
-
-def _infrastructure_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Directories whose frames are never the user's: (skipped, boundaries)."""
-    skipped = [_PACKAGE_DIR + os.sep]
-    for name in (
-        "sqlalchemy",
-        "greenlet",
-        "pytest_asyncio",
-        "anyio",
-        "aiosqlite",
-        "asyncpg",
-        "psycopg",
-        "psycopg2",
-        "pymysql",
-        "aiomysql",
-        "asyncmy",
-    ):
-        if name in sys.modules or name in ("sqlalchemy", "greenlet"):
-            directory = _module_dir(name)
-            if directory:
-                skipped.append(directory)
-    boundaries = [d for d in (_module_dir("pluggy"), _module_dir("_pytest")) if d]
-    pytest_module = sys.modules.get("pytest")
-    if pytest_module is not None and getattr(pytest_module, "__file__", None):
-        boundaries.append(os.path.abspath(str(pytest_module.__file__)))
-    return tuple(skipped), tuple(boundaries)
-
-
+#: Packages whose frames are never the user's line (besides SQLAlchemy and this plugin).
+_INFRASTRUCTURE = (
+    "greenlet",
+    "pytest_asyncio",
+    "anyio",
+    "aiosqlite",
+    "asyncpg",
+    "psycopg",
+    "psycopg2",
+    "pymysql",
+    "aiomysql",
+    "asyncmy",
+)
 _STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 _SITE_DIRS = tuple(
     os.path.abspath(p) + os.sep
     for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
 )
-_skipped_dirs, _boundary_dirs = _infrastructure_dirs()
-_kinds: dict[str, int] = {}
 _STRATEGIES_FILE = os.path.abspath(_strategies.__file__)
+_SQLALCHEMY_DIR = os.path.dirname(os.path.dirname(_STRATEGIES_FILE)) + os.sep
+_kinds: dict[str, int] = {}
+
+
+def _module_dir(name: str) -> str | None:
+    path = getattr(sys.modules.get(name), "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
 
 
 def _classify(filename: str) -> int:
+    # Runs once per source file; modules imported late (a driver first imported by a test)
+    # are looked up in sys.modules at that moment.
     if filename.startswith("<"):
         kind = _SKIP
     else:
         path = os.path.abspath(filename)
+        boundaries = tuple(d for d in (_module_dir("pluggy"), _module_dir("_pytest")) if d)
+        skipped = tuple(d for d in map(_module_dir, _INFRASTRUCTURE) if d)
         if path == _STRATEGIES_FILE:
             kind = _STRATEGIES
-        elif path.startswith(_boundary_dirs):
+        elif path.startswith(boundaries) or path == os.path.abspath(
+            str(getattr(sys.modules.get("pytest"), "__file__", ""))
+        ):
             kind = _BOUNDARY
-        elif path.startswith(_skipped_dirs):
-            kind = _SKIP
-        elif path.startswith(_STDLIB) and not path.startswith(_SITE_DIRS):
+        elif path.startswith((_PACKAGE_DIR + os.sep, _SQLALCHEMY_DIR, *skipped)) or (
+            path.startswith(_STDLIB) and not path.startswith(_SITE_DIRS)
+        ):
             kind = _SKIP
         else:
-            # Late imports (a driver first imported by the test) are classified on first sight.
             kind = _USER
-            for name in ("aiosqlite", "asyncpg", "psycopg", "pymysql", "aiomysql", "asyncmy"):
-                module = sys.modules.get(name)
-                if module is not None and getattr(module, "__file__", None):
-                    directory = os.path.dirname(os.path.abspath(str(module.__file__))) + os.sep
-                    if path.startswith(directory):
-                        kind = _SKIP
-                        break
     _kinds[filename] = kind
     return kind
 
@@ -129,7 +107,9 @@ _POST_LOADER_CODES: dict[CodeType | None, str] = {
     _loader_code(("_SelectInLoader", "SelectInLoader"), "_load_for_path"): "selectin",
     _loader_code(("_ImmediateLoader", "ImmediateLoader"), "_load_for_path"): "immediate",
 }
-_subq = getattr(_strategies, "_SubqueryLoader", None) or getattr(_strategies, "SubqueryLoader", None)
+_subq = getattr(_strategies, "_SubqueryLoader", None) or getattr(
+    _strategies, "SubqueryLoader", None
+)
 _subq_collections = getattr(_subq, "_SubqCollections", None)
 _subq_load = getattr(getattr(_subq_collections, "_load", None), "__code__", None)
 if isinstance(_subq_load, CodeType):
@@ -239,15 +219,15 @@ class CapturedQuery:
 class ShapeStats:
     """Aggregate of the statements of one fingerprint from one call site."""
 
-    __slots__ = ("count", "example", "parent_keys", "parameter_sets")
+    __slots__ = ("count", "example", "parameter_sets", "parent_keys")
 
     def __init__(self, example: CapturedQuery) -> None:
         self.count = 0
         self.example = example
         #: Distinct parents of lazy loads (bounded).
         self.parent_keys: set[Any] = set()
-        #: Distinct parameter reprs (bounded), for telling N+1 loops from repeats.
-        self.parameter_sets: set[str] = set()
+        #: Distinct parameter values (bounded), for telling N+1 loops from repeats.
+        self.parameter_sets: set[Any] = set()
 
 
 _MAX_DISTINCT = 64
@@ -266,6 +246,8 @@ class QueryLog:
         self.fingerprints: dict[str, int] = {}
         #: Per (fingerprint, call site) aggregates, in first-seen order.
         self.shapes: dict[tuple[str, _Frames], ShapeStats] = {}
+        #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
+        self.exempt: set[tuple[str, _Frames]] = set()
 
     @property
     def truncated(self) -> bool:
@@ -447,6 +429,12 @@ def open_window(log: QueryLog) -> None:
     acquire()
     with _lock:
         _windows.append(log)
+
+
+def open_windows() -> list[QueryLog]:
+    """The windows recording right now."""
+    with _lock:
+        return list(_windows)
 
 
 def close_window(log: QueryLog) -> None:

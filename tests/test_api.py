@@ -36,7 +36,7 @@ async def async_engine(tmp_path: object) -> AsyncIterator[AsyncEngine]:
 
 
 def _line(marker: str) -> int:
-    source, start = inspect.getsourcelines(inspect.getmodule(_line))  # type: ignore[arg-type]
+    source, _ = inspect.getsourcelines(inspect.getmodule(_line))  # type: ignore[arg-type]
     return next(n for n, line in enumerate(source, start=1) if marker in line and "_line(" not in line)
 
 
@@ -62,15 +62,18 @@ def test_capture_queries_records_every_statement(engine: Engine) -> None:
 
 
 def test_assert_queries_message(engine: Engine) -> None:
-    with pytest.raises(QueryCountError) as excinfo, assert_queries(1):
+    def three_queries() -> None:
         for _ in range(3):
             run(engine, "SELECT :n", n=7)  # repeated
+
+    with pytest.raises(QueryCountError) as excinfo, assert_queries(1):
+        three_queries()
     line, inner = _line("# repeated"), _line("# in run")
     assert str(excinfo.value) == (
         "Expected exactly 1 query but 3 were run.\n"
         "  1. 3x SELECT ?\n"
         f"       from {HERE}:{inner} in run\n"
-        f"       called from {HERE}:{line} in test_assert_queries_message\n"
+        f"       called from {HERE}:{line} in three_queries\n"
         "       first parameters: (7,)\n"
         f"fix: the same statement ran 3 times from {HERE}:{inner} in run; load all rows in one query "
         "(e.g. .where(Model.id.in_(ids)) or selectinload), or raise the budget: assert_queries(3)"
@@ -82,16 +85,22 @@ def test_assert_queries_message(engine: Engine) -> None:
 def test_assert_max_queries_singular_and_pass(engine: Engine) -> None:
     with assert_max_queries(1):
         run(engine, "SELECT 1")
-    with pytest.raises(QueryCountError, match=r"^Expected at most 0 queries but 1 was run\.\n"):
-        with assert_max_queries(0):
-            run(engine, "SELECT 1")
+    with (
+        pytest.raises(QueryCountError, match=r"^Expected at most 0 queries but 1 was run\.\n"),
+        assert_max_queries(0),
+    ):
+        run(engine, "SELECT 1")
 
 
 def test_the_block_exception_is_reraised_untouched(engine: Engine) -> None:
     error = KeyError("mine")
-    with pytest.raises(KeyError) as excinfo, assert_queries(0):
+
+    def failing_block() -> None:
         run(engine, "SELECT 1")
         raise error
+
+    with pytest.raises(KeyError) as excinfo, assert_queries(0):
+        failing_block()
     assert excinfo.value is error
 
 
