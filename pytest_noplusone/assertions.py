@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +39,7 @@ def _sync_engine(engine: Engine | AsyncEngine | None) -> Engine | None:
     raise TypeError(f"engine must be an Engine or AsyncEngine, got {engine!r}")
 
 
-class capture_queries:  # noqa: N801 - used like a function, as contextlib's are
+class capture_queries:
     """Capture the queries run while the block runs, from every thread and task.
 
     Usable as ``with`` and ``async with``; yields a :class:`QueryLog` that fills as the block
@@ -108,7 +109,7 @@ class _CountAssertion(capture_queries):
             raise QueryCountError(message, self.log)
 
 
-class assert_queries(_CountAssertion):  # noqa: N801
+class assert_queries(_CountAssertion):
     """Fail with :class:`QueryCountError` unless the block ran exactly ``n`` queries."""
 
     _kind = "exactly"
@@ -118,7 +119,7 @@ class assert_queries(_CountAssertion):  # noqa: N801
         return actual != self.expected
 
 
-class assert_max_queries(_CountAssertion):  # noqa: N801
+class assert_max_queries(_CountAssertion):
     """Fail with :class:`QueryCountError` if the block ran more than ``n`` queries."""
 
     _kind = "at most"
