@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -78,7 +78,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return config.stash[settings_key].header()
 
 
-def _call(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+def _call(name: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
     shown = [repr(arg) for arg in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
     return f"{name}({', '.join(shown)})"
 
@@ -183,4 +183,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def noplusone_queries(request: pytest.FixtureRequest) -> QueryLog:
     """The live QueryLog of the current test body (fixture setup and teardown never count)."""
-    return request.node.stash[log_key]
+    log: QueryLog = request.node.stash[log_key]
+    return log
