@@ -34,9 +34,8 @@ def sync_use() -> int:
 async def async_use() -> QueryLog:
     engine = create_async_engine("sqlite+aiosqlite://")
     try:
-        async with assert_max_queries(1, engine=engine) as log:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+        async with assert_max_queries(1, engine=engine) as log, engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
     except QueryCountError as error:
         return error.log
     return log

@@ -1,0 +1,98 @@
+"""Per-statement cost of the capture listener (count + fingerprint + location), in microseconds.
+
+Runs the same statement loop on a sync pysqlite ``:memory:`` engine and on aiosqlite through an
+``AsyncSession``-style greenlet path, with no window open (listener idle), and with a window open
+(the full per-statement work: shape lookup, frame walk through the greenlet, per-shape aggregates).
+Each variant is repeated, interleaved, and the median is reported. Usage:
+
+    python benchmarks/bench_statement.py [--statements 20000] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pytest_noplusone import capture, capture_queries
+
+metadata = MetaData()
+items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String))
+
+
+def sync_loop(statements: int) -> Callable[[], float]:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    query = select(items.c.name).where(items.c.id == 1)
+    connection = engine.connect()
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(statements):
+            connection.execute(query).all()
+        return time.perf_counter() - start
+
+    return run
+
+
+def async_loop(statements: int) -> Callable[[], float]:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    loop = asyncio.new_event_loop()
+    query = select(items.c.name).where(items.c.id == 1)
+
+    async def setup() -> object:
+        connection = await engine.connect()
+        await connection.run_sync(metadata.create_all)
+        return connection
+
+    connection = loop.run_until_complete(setup())
+
+    async def body() -> None:
+        for _ in range(statements):
+            (await connection.execute(query)).all()  # type: ignore[attr-defined]
+
+    def run() -> float:
+        start = time.perf_counter()
+        loop.run_until_complete(body())
+        return time.perf_counter() - start
+
+    return run
+
+
+def measure(name: str, run: Callable[[], float], statements: int, repeats: int) -> None:
+    idle, active = [], []
+    capture.acquire()  # the listener is installed in both variants; only the window differs
+    try:
+        run()  # warm caches (compiled statement, shape, frame classification)
+        for _ in range(repeats):
+            idle.append(run())
+            with capture_queries() as log:
+                active.append(run())
+            assert log.count == statements, log.count
+    finally:
+        capture.release()
+    base, full = statistics.median(idle), statistics.median(active)
+    per_statement = (full - base) / statements * 1e6
+    print(
+        f"{name:<28} baseline {base / statements * 1e6:7.2f} us/stmt   "
+        f"captured {full / statements * 1e6:7.2f} us/stmt   "
+        f"listener cost {per_statement:5.2f} us/stmt   ratio {full / base:5.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--statements", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    measure("sync pysqlite :memory:", sync_loop(args.statements), args.statements, args.repeats)
+    measure("aiosqlite (greenlet path)", async_loop(args.statements), args.statements, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
