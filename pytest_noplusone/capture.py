@@ -230,7 +230,7 @@ class ShapeStats:
         self.parameter_sets: set[Any] = set()
 
 
-_MAX_DISTINCT = 64
+_MAX_DISTINCT = detection.MAX_DISTINCT
 
 
 class QueryLog:

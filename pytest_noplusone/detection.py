@@ -1,58 +1,398 @@
-"""Statement fingerprints: the shape of a statement, with values and list lengths collapsed."""
+"""Statement fingerprints and the N+1 rules that turn per-shape aggregates into findings."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["fingerprint", "parameter_key"]
+import pytest
 
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_STRINGS = re.compile(r"'(?:[^']|'')*'")
-_POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_[^\]]*\]")
+if TYPE_CHECKING:
+    from .capture import Location, QueryLog, ShapeStats
+
+__all__ = [
+    "Allowance",
+    "Finding",
+    "NPlusOneWarning",
+    "UnusedAllowWarning",
+    "find",
+    "findings",
+    "fingerprint",
+    "model_hint",
+    "parameter_key",
+]
+
+# --- fingerprints ---------------------------------------------------------------------------
+
+_LEXEMES = re.compile(
+    r"'(?:[^']|'')*'?"  # a string literal (even unterminated: never raise, never hang)
+    r'|"(?:[^"]|"")*"?|`[^`]*`?'  # quoted identifiers, kept as they are
+    r"|--[^\n]*|/\*.*?(?:\*/|\Z)",  # comments
+    re.DOTALL,
+)
 _PLACEHOLDERS = re.compile(
-    r"%\([^)]*\)s"  # pyformat
+    r"__\[POSTCOMPILE_[^\]]*\]"  # an expanding IN list SQLAlchemy did not render yet
+    r"|%\([^)]*\)s"  # pyformat
     r"|%s"  # format
     r"|\$\d+"  # numeric_dollar (asyncpg)
-    r"|(?<![:\w]):[A-Za-z_][\w]*"  # named (not ::casts)
+    r"|(?<![:\w]):[A-Za-z_]\w*"  # named (not ::casts)
     r"|\?"  # qmark
 )
-_NUMBERS = re.compile(r"(?<![\w.\"])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w\"])", re.IGNORECASE)
+_NUMBERS = re.compile(r"(?<![\w.$\"])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?![\w\"])", re.I)
+_CASTS = re.compile(
+    r"\?(?:\s*::\s*(?:double precision|character varying|(?:timestamp|time) with(?:out)? time zone"
+    r"|[a-z_][\w.]*)(?:\s*\([\s?,]*\))?(?:\[\])*)+"
+)
 _WHITESPACE = re.compile(r"\s+")
-_LISTS = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
-_ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
-_CASTS = re.compile(r"\?(?:\s*::\s*[a-z_][\w ]*(?:\[\])?)+")
+_OPEN = re.compile(r" ?\( ?")
+_NESTED = re.compile(r"(?<=\() \(")
+_CLOSE = re.compile(r" ?\) ?")
+_COMMA = re.compile(r" ?, ?")
+_OPERATORS = re.compile(r" ?(<=|>=|<>|!=|=|<|>) ?")
+_EMPTY_IN = re.compile(
+    r"in \(select \? from \(select \?\) where \? != \?\)"  # SQLite's empty expanding IN
+    r"|in \(null\) and \(\? != \?\)"  # everyone else's
+)
+_LISTS = re.compile(r"\(\?(?:, \?)*\)")
+_ROWS = re.compile(r"\(\?\)(?:, \(\?\))+")
+
+
+def _lexeme(match: re.Match[str]) -> str:
+    text = match.group()
+    if text[0] == "'":
+        return "?"
+    if text[0] in "\"`":
+        return text
+    return " "
+
+
+def _close(match: re.Match[str]) -> str:
+    end = match.end()
+    return ")" if end == len(match.string) or match.string[end] in "),;" else ") "
 
 
 def fingerprint(sql: str) -> str:
     """The statement's shape: comments, literals, placeholders, list lengths and case collapsed.
 
-    Two statements that differ only in literal values, placeholder style or the length of an
-    ``IN`` list (or of a multi-row ``VALUES``) share a fingerprint. Never raises.
+    Two statements that differ only in literal values, placeholder style, whitespace, case,
+    comments or the length of an ``IN`` list (or of a multi-row ``VALUES``) share a
+    fingerprint. Never raises.
     """
     try:
-        text = _COMMENTS.sub(" ", sql)
-        text = _STRINGS.sub("?", text)
-        text = _POSTCOMPILE.sub("?", text)
+        text = sql if isinstance(sql, str) else str(sql)
+        if "'" in text or '"' in text or "`" in text or "--" in text or "/*" in text:
+            text = _LEXEMES.sub(_lexeme, text)
         text = _PLACEHOLDERS.sub("?", text)
         text = _NUMBERS.sub("?", text)
-        text = _WHITESPACE.sub(" ", text).strip().lower()
+        text = _WHITESPACE.sub(" ", text).strip().lower().replace("%%", "%")
         text = _CASTS.sub("?", text)
+        # One canonical spacing: " (" before, ")" and ", " after; "((" and "))" stay tight.
+        text = _NESTED.sub("(", _OPEN.sub(" (", text)).lstrip()
+        text = _CLOSE.sub(_close, text)
+        text = _COMMA.sub(", ", text)
+        text = _OPERATORS.sub(r" \1 ", text)
+        text = _EMPTY_IN.sub("in (?)", text)
         text = _LISTS.sub("(?)", text)
-        return _ROWS.sub("(?)", text)
-    except Exception:  # pragma: no cover - regexes on str cannot fail, but never raise
-        return str(sql)[:1000]
+        text = _ROWS.sub("(?)", text)
+        return _LISTS.sub("(?)", text)
+    except Exception:  # pragma: no cover - a guest in the user's query must never raise
+        return "<unreadable statement>"
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+_SCAN = re.compile(
+    r"(?P<skip>'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z))"
+    r"|%\((?P<pyformat>[^)]*)\)s"
+    r"|(?P<format>%s)"
+    r"|\$(?P<dollar>\d+)"
+    r"|(?<![:\w]):(?P<named>[A-Za-z_]\w*)"
+    r"|(?P<qmark>\?)"
+    r"|(?P<word>[A-Za-z_]\w*)"
+    r"|(?P<op><=|>=|<|>|\(|\)|,)",
+    re.DOTALL,
+)
+_PAGING_WORDS = frozenset({"limit", "offset", "first", "next", "top"})
+_RANGE_OPS = frozenset({"<", ">", "<=", ">="})
+_drops: dict[str, frozenset[int | str]] = {}
+_MAX_DROPS = 4096
+
+
+def _paging_parameters(sql: str) -> frozenset[int | str]:
+    """The parameters that only page through rows: ``LIMIT``/``OFFSET`` values, and the range
+    bounds of keyset pagination (``WHERE id > ? ORDER BY id LIMIT ?``)."""
+    paging: set[int | str] = set()
+    ranged: set[int | str] = set()
+    has_limit = has_order = False
+    previous = before = ""
+    position = 0
+    groups: list[bool] = []  # open parentheses: True when opened right after a range operator
+    for match in _SCAN.finditer(sql):
+        kind = match.lastgroup
+        if kind == "skip":
+            continue
+        if kind == "word":
+            word = match.group("word").lower()
+            has_limit = has_limit or word in _PAGING_WORDS or word == "fetch"
+            has_order = has_order or (word == "by" and previous == "order")
+            before, previous = previous, word
+            continue
+        if kind == "op":
+            op = match.group("op")
+            if op == "(":
+                groups.append(previous in _RANGE_OPS or (bool(groups) and groups[-1]))
+            elif op == ")" and groups:
+                groups.pop()
+            before, previous = previous, op
+            continue
+        if kind == "dollar":
+            key: int | str = int(match.group("dollar")) - 1
+        elif kind in ("pyformat", "named"):
+            key = match.group(kind)
+        else:
+            key = position
+            position += 1
+        if previous in _PAGING_WORDS or (previous == "," and before == "limit?"):
+            paging.add(key)
+        elif previous in _RANGE_OPS or (groups and groups[-1]):
+            ranged.add(key)
+        # "limit?" marks MySQL's LIMIT offset, count: the value after the comma pages too.
+        before, previous = previous, ("limit?" if previous == "limit" else "?")
+    if has_limit and has_order:
+        paging |= ranged
+    return frozenset(paging)
 
 
 def parameter_key(sql: str, parameters: Any) -> Any:
-    """A hashable stand-in for one execution's parameter values."""
+    """A hashable stand-in for one execution's values, leaving out the ones that only page."""
     try:
-        key = (
-            tuple(sorted(parameters.items(), key=lambda item: str(item[0])))
-            if isinstance(parameters, dict)
-            else parameters
-        )
+        drop = _drops.get(sql)
+        if drop is None:
+            if len(_drops) >= _MAX_DROPS:
+                _drops.clear()
+            drop = _drops[sql] = _paging_parameters(sql)
+        if isinstance(parameters, dict):
+            key: Any = tuple(sorted(item for item in parameters.items() if item[0] not in drop))
+        elif isinstance(parameters, (tuple, list)):
+            if drop:
+                key = tuple(value for i, value in enumerate(parameters) if i not in drop)
+            else:
+                key = tuple(parameters)
+        else:
+            key = parameters
         hash(key)
         return key
     except Exception:
         return repr(parameters)[:200]
+
+
+# --- findings -------------------------------------------------------------------------------
+
+
+class NPlusOneWarning(pytest.PytestWarning):
+    """An N+1 finding, reported as a warning under ``noplusone_nplusone = warn``."""
+
+
+class UnusedAllowWarning(pytest.PytestWarning):
+    """An ``@pytest.mark.allow_nplusone`` entry that allowed nothing."""
+
+
+#: The session's ``noplusone_threshold`` (the plugin sets it); scale assertions read it.
+threshold = 2
+#: How many distinct parents or parameter sets a shape remembers.
+MAX_DISTINCT = 64
+
+#: Kinds of finding: a relationship lazily loaded per parent, one SELECT per row from a loop,
+#: and the same SELECT with the same values run again and again.
+LAZY_LOAD, LOOP, REPEAT = "lazy_load", "loop", "repeat"
+
+_EAGER_LOADERS = frozenset({"selectin", "subquery", "immediate"})
+_READS = ("select", "with", "(select", "values")
+_PAGED = re.compile(r"\b(?:limit|offset|fetch (?:first|next)|top)\b")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One N+1 pattern in a test body."""
+
+    kind: str  # LAZY_LOAD, LOOP or REPEAT
+    count: int  # the statements of the pattern
+    distinct: int  # distinct parents (LAZY_LOAD) or parameter sets (LOOP), at most 64
+    fingerprint: str
+    sql: str  # the first statement, as sent
+    call_site: tuple[Location, ...]
+    relationship: str | None = None  # "User.posts" for LAZY_LOAD
+
+    @property
+    def label(self) -> str:
+        """``User.posts`` for a lazy load, else the fingerprint."""
+        return self.relationship or self.fingerprint
+
+    @property
+    def location(self) -> str:
+        """The innermost line of the user's code: ``path:line in function``."""
+        return str(self.call_site[0]) if self.call_site else "?"
+
+
+def _finding(stats: ShapeStats, threshold: int) -> Finding | None:
+    example = stats.example
+    if stats.count < threshold or example.executemany or example.loader in _EAGER_LOADERS:
+        return None  # eager loaders batch by design; executemany is one round-trip per batch
+    if example.loader == "lazy" and example.relationship:
+        parents = len(stats.parent_keys)
+        if parents < threshold:
+            return None  # one parent reloaded (after expiry) is not N+1
+        kind = LAZY_LOAD
+        distinct = parents
+    else:
+        shape = example.fingerprint
+        # Writes repeat legitimately (a test creating rows in a loop, per-row flushes the ORM
+        # chooses): N+1 is a read pattern; budgets and executemany cover writes.
+        if not shape.startswith(_READS):
+            return None
+        distinct = len(stats.parameter_sets)
+        if distinct <= 1 and _PAGED.search(shape):
+            return None  # a pagination loop: only LIMIT/OFFSET (or keyset bounds) differ
+        kind = LOOP if distinct > 1 else REPEAT
+    return Finding(
+        kind,
+        stats.count,
+        distinct,
+        example.fingerprint,
+        example.sql,
+        example.call_site,
+        example.relationship if kind == LAZY_LOAD else None,
+    )
+
+
+def findings(log: QueryLog, threshold: int) -> list[tuple[tuple[str, Any], Finding]]:
+    """The findings of a window with their shape keys, in first-seen order."""
+    found = []
+    for key, stats in list(log.shapes.items()):
+        if key in log.exempt:
+            continue
+        finding = _finding(stats, threshold)
+        if finding is not None:
+            found.append((key, finding))
+    return found
+
+
+def find(log: QueryLog, threshold: int) -> list[Finding]:
+    """The N+1 findings among a window's per-shape aggregates, in first-seen order."""
+    return [finding for _, finding in findings(log, threshold)]
+
+
+@dataclass
+class Allowance:
+    """What ``@pytest.mark.allow_nplusone`` allows in one test."""
+
+    everything: bool = False
+    entries: tuple[str, ...] = ()
+    #: True when a bare marker sits on the test function itself (not a class or module).
+    own_bare: bool = False
+    used: set[str] = field(default_factory=set)
+
+    def allows(self, finding: Finding) -> bool:
+        """Whether the finding is allowed; records which entries matched."""
+        matched = [entry for entry in self.entries if _matches(entry, finding)]
+        self.used.update(matched)
+        return self.everything or bool(matched)
+
+    def unused(self, findings_seen: bool) -> list[str]:
+        """The entries that allowed nothing (``""`` for a bare marker on the test)."""
+        unused = [entry for entry in self.entries if entry not in self.used]
+        if self.own_bare and not findings_seen:
+            unused.append("")
+        return unused
+
+
+def _matches(entry: str, finding: Finding) -> bool:
+    if finding.relationship is not None and entry == finding.relationship:
+        return True
+    text = entry.strip().lower()
+    return bool(text) and (text in finding.fingerprint or fingerprint(entry) in finding.fingerprint)
+
+
+def allowance(markers: Iterable[tuple[pytest.Mark, bool]]) -> Allowance | None:
+    """Read the ``allow_nplusone`` markers (mark, is-on-the-function); TypeError on misuse."""
+    result: Allowance | None = None
+    for mark, own in markers:
+        result = result or Allowance()
+        if mark.kwargs or not all(isinstance(arg, str) and arg.strip() for arg in mark.args):
+            raise TypeError(_call(mark))
+        if not mark.args:
+            result.everything = True
+            result.own_bare = result.own_bare or own
+        result.entries += tuple(arg for arg in mark.args if arg not in result.entries)
+    return result
+
+
+def _call(mark: pytest.Mark) -> str:
+    shown = [repr(arg) for arg in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()]
+    return f"{mark.name}({', '.join(shown)})"
+
+
+@dataclass
+class Outcome:
+    """The findings of one test: those that count, and the allow entries that matched none."""
+
+    findings: list[Finding]
+    allowed: list[Finding]
+    unused: list[str]
+
+
+def check(log: QueryLog, threshold: int, allow: Allowance | None) -> Outcome:
+    """Apply the N+1 rules to a test body's log, then the test's allowance."""
+    findings = find(log, threshold)
+    if allow is None:
+        return Outcome(findings, [], [])
+    kept: list[Finding] = []
+    allowed: list[Finding] = []
+    for finding in findings:
+        (allowed if allow.allows(finding) else kept).append(finding)
+    return Outcome(kept, allowed, allow.unused(bool(findings)))
+
+
+# --- fix suggestions ------------------------------------------------------------------------
+
+_FROM = re.compile(r"\bfrom ([\w.]+)")
+_KEY_COLUMN = re.compile(r"([\w]+)\.([\w]+) (?:= \?|in \(\?\))|\? = ([\w]+)\.([\w]+)")
+
+
+def model_hint(shape: str) -> tuple[str, str] | None:
+    """``("Post", "author_id")`` for a fingerprint selecting posts by ``posts.author_id = ?``.
+
+    Best effort, from the mapped classes SQLAlchemy knows; None when nothing fits.
+    """
+    try:
+        table_match = _FROM.search(shape)
+        column_match = _KEY_COLUMN.search(shape)
+        if table_match is None or column_match is None:
+            return None
+        table = table_match.group(1).rsplit(".", 1)[-1]
+        owner, column = column_match.group(1, 2)
+        if owner is None:
+            owner, column = column_match.group(3, 4)
+        if owner != table:
+            return None
+        for mapper in _mappers():
+            local = getattr(mapper, "local_table", None)
+            if getattr(local, "name", "").lower() != table:
+                continue
+            for prop in mapper.column_attrs:
+                if any(getattr(col, "name", "").lower() == column for col in prop.columns):
+                    return mapper.class_.__name__, prop.key
+    except Exception:
+        return None
+    return None
+
+
+def _mappers() -> Sequence[Any]:
+    module = sys.modules.get("sqlalchemy.orm.mapper")
+    registries = getattr(module, "_all_registries", None)
+    if registries is None:
+        return ()
+    return [mapper for registry in registries() for mapper in registry.mappers]

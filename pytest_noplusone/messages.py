@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from .capture import QueryLog, ShapeStats
+from . import detection
+from .capture import Location, QueryLog, ShapeStats
 
 #: Statement groups listed in one message before the rest is summarised.
 MAX_LISTED = 25
@@ -227,3 +228,131 @@ def compare_verdict(counts: dict[str, int], old_total: int, new_total: int) -> s
 def compare_bad_file(path: object, reason: str) -> str:
     """The one-line error of ``compare`` for a file it cannot use."""
     return f"error: {path}: {reason}"
+
+
+# --- N+1 findings and scale assertions (issue 4) ---
+
+
+def _parent_class(relationship: str) -> str:
+    return relationship.rsplit(".", 1)[0]
+
+
+def _site_lines(call_site: Sequence[Location], indent: str = "  ") -> list[str]:
+    if not call_site:
+        return [f"{indent}from (no frame of your code on the stack)"]
+    lines = [f"{indent}from {call_site[0]}"]
+    if len(call_site) > 1:
+        lines.append(f"{indent}called from {call_site[1]}")
+    return lines
+
+
+def loop_fix(shape: str) -> str:
+    """How to replace one query per row by one query for all rows."""
+    hint = detection.model_hint(shape)
+    model, column = hint if hint is not None else ("Model", "column")
+    return f"load all rows in one query, e.g. select({model}).where({model}.{column}.in_(ids))"
+
+
+def lazy_fix(relationship: str) -> str:
+    """How to eager-load a relationship."""
+    return (
+        f"eager-load it where the {_parent_class(relationship)} objects are loaded: "
+        f".options(selectinload({relationship}))"
+    )
+
+
+def allow_entry(finding: detection.Finding) -> str:
+    """A short ``allow_nplusone`` argument that matches the finding."""
+    if finding.relationship:
+        return finding.relationship
+    shape = finding.fingerprint
+    start = shape.find("from ")
+    entry = shape[start if start >= 0 else 0 :]
+    if len(entry) > 60:
+        entry = entry[:60].rsplit(" ", 1)[0]
+    return entry
+
+
+def _distinct(count: int) -> str:
+    return f"{count} or more" if count >= detection.MAX_DISTINCT else str(count)
+
+
+def nplusone_finding(finding: detection.Finding) -> str:
+    """One N+1 finding: what repeated, how often, where, the SQL and the fix."""
+    times = plural(finding.count, "time")
+    if finding.kind == detection.LAZY_LOAD and finding.relationship:
+        parent = _parent_class(finding.relationship)
+        headline = (
+            f"N+1 query: {finding.relationship} was lazily loaded {times}, "
+            f"for {_distinct(finding.distinct)} different {parent} objects."
+        )
+        fix = lazy_fix(finding.relationship)
+    elif finding.kind == detection.LOOP:
+        headline = (
+            f"N+1 query: the same SELECT ran {times} from one line, "
+            f"with {_distinct(finding.distinct)} different parameter sets."
+        )
+        fix = loop_fix(finding.fingerprint)
+    else:
+        headline = f"Repeated query: the same SELECT ran {times} from one line, same parameters."
+        fix = "run it once and reuse the result"
+    lines = [headline, *_site_lines(finding.call_site)]
+    lines.append(f"  SQL: {shorten(finding.sql, _SQL_WIDTH)}")
+    lines.append(f"  fix: {fix}")
+    lines.append(f"  or, if intended: @pytest.mark.allow_nplusone({allow_entry(finding)!r})")
+    return "\n".join(lines)
+
+
+def nplusone_failure(findings: Sequence[detection.Finding]) -> str:
+    """The failure text of a test with N+1 findings."""
+    return "\n\n".join(nplusone_finding(finding) for finding in findings)
+
+
+def unused_allow(nodeid: str, entry: str) -> str:
+    """An ``allow_nplusone`` entry (``""`` for a bare marker) that allowed nothing."""
+    if not entry:
+        return (
+            f"@pytest.mark.allow_nplusone on {nodeid} allowed nothing: "
+            "the test has no N+1 finding; remove the marker."
+        )
+    return (
+        f"@pytest.mark.allow_nplusone({entry!r}) on {nodeid} allowed nothing: "
+        "no N+1 finding matched it; remove it or fix its spelling."
+    )
+
+
+def _and(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def scale_failure(
+    scales: Sequence[int], logs: Sequence[QueryLog], grown: Sequence[tuple[ShapeStats, list[int]]]
+) -> str:
+    """``Expected the same number of queries at every scale, but got 3 for n=2 and 4 for n=3.``"""
+    counts = [f"{log.count} for n={n}" for n, log in zip(scales, logs, strict=True)]
+    lines = [f"Expected the same number of queries at every scale, but got {_and(counts)}."]
+    fixes: list[str] = []
+    for stats, per_scale in grown:
+        example = stats.example
+        steps = " -> ".join(str(count) for count in per_scale)
+        lines.append(f"  {shorten(example.sql, 120)}: {steps}")
+        lines.extend(_site_lines(example.call_site, "      "))
+        if example.relationship:
+            fix = f"{example.relationship} is lazily loaded per parent: " + lazy_fix(
+                example.relationship
+            )
+        else:
+            fix = loop_fix(example.fingerprint)
+        if fix not in fixes:
+            fixes.append(fix)
+    lines.extend(f"fix: {fix}" for fix in fixes[:3])
+    return "\n".join(lines)
+
+
+def bad_scales(value: object) -> str:
+    """A one-line error for a bad ``scales`` argument."""
+    return (
+        "assert_constant_queries expects scales=(at least two different positive ints), "
+        f"got {value!r}"
+    )
+

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from . import assertions, capture, gate, messages, settings
+from . import assertions, capture, detection, gate, messages, settings
 from .capture import QueryLog
 
 #: The statements kept per test for messages; counts and per-shape aggregates stay exact.
@@ -17,6 +17,9 @@ settings_key = pytest.StashKey[settings.Settings]()
 log_key = pytest.StashKey[QueryLog]()
 budget_key = pytest.StashKey["Budget | None"]()
 gate_key = pytest.StashKey[gate.Gate]()
+#: The N+1 findings of a test (not allowed ones), set after a passing body.
+findings_key = pytest.StashKey["list[detection.Finding]"]()
+allow_key = pytest.StashKey["detection.Allowance | None"]()
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
@@ -53,7 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "num_queries(n): fail unless the test body runs exactly n SQL statements."
     )
+    config.addinivalue_line(
+        "markers",
+        "allow_nplusone(*entries): allow N+1 findings in this test; entries (Model.attr names "
+        "or fingerprint substrings) limit it to matching ones.",
+    )
     resolved = settings.resolve(config)
+    detection.threshold = resolved.threshold
     config.stash[gate_key] = gate.Gate.configure(config, resolved)
     listener = _ReportListener(config.stash[gate_key])
     config.pluginmanager.register(listener, _REPORT_LISTENER)
@@ -72,6 +81,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         capture.release()
         capture.set_ignore(())
         assertions.show_params = True
+        detection.threshold = 2
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -110,6 +120,35 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[log_key] = QueryLog(keep=KEPT_PER_TEST)
     item.stash[budget_key] = None
     item.stash[budget_key] = _budget(item, item.config.stash[settings_key].max_queries)
+    item.stash[findings_key] = []
+    item.stash[allow_key] = None
+    item.stash[allow_key] = _allow(item)
+
+
+def _allow(item: pytest.Item) -> detection.Allowance | None:
+    marks = [(mark, node is item) for node, mark in item.iter_markers_with_node("allow_nplusone")]
+    try:
+        return detection.allowance(marks)
+    except TypeError as error:
+        call = str(error)
+    signature = "Model.attr names or fingerprint substrings (non-empty strings)"
+    pytest.fail(messages.bad_marker_argument("allow_nplusone", signature, call), pytrace=False)
+
+
+def _nplusone(item: pytest.Item, log: QueryLog) -> list[str]:
+    """Apply the N+1 rules: failure texts in fail mode, warnings in warn mode."""
+    config = item.config.stash[settings_key]
+    if config.nplusone == "off":
+        return []
+    outcome = detection.check(log, config.threshold, item.stash.get(allow_key, None))
+    item.stash[findings_key] = outcome.findings
+    for entry in outcome.unused:
+        item.warn(detection.UnusedAllowWarning(messages.unused_allow(item.nodeid, entry)))
+    if config.nplusone == "warn":
+        for finding in outcome.findings:
+            item.warn(detection.NPlusOneWarning(messages.nplusone_finding(finding)))
+        return []
+    return [messages.nplusone_failure(outcome.findings)] if outcome.findings else []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -137,6 +176,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 show_params=item.config.stash[settings_key].show_params,
             )
         )
+    problems.extend(_nplusone(item, log))
     regression = item.config.stash[gate_key].regression(item.nodeid, log)
     if regression is not None:
         problems.append(regression)

@@ -1,0 +1,376 @@
+"""N+1 detection: what is caught, what never is, modes, threshold and the allow marker."""
+
+from __future__ import annotations
+
+import textwrap
+
+from conftest import Project
+
+LOOPS = """
+import asyncio
+import threading
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import selectinload
+
+from conftest import make_engine
+from models import Comment, Post, User
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+async def test_per_row_loop(session, n):
+    posts = (await session.scalars(select(Post).order_by(Post.id))).all()
+    for post in posts[:n]:
+        await session.scalars(select(Comment).where(Comment.post_id == post.id))  # LOOP
+
+
+async def test_awaitable_attrs_loop(session):
+    for user in (await session.scalars(select(User))).all():
+        await user.awaitable_attrs.posts  # ATTRS
+
+
+async def test_session_get_loop(session):
+    for post_id in (1, 2, 3):
+        await session.get(Post, post_id)  # GET
+
+
+async def test_per_row_loop_with_limit(session):
+    for user in (await session.scalars(select(User))).all():
+        await session.scalars(select(Post).where(Post.author_id == user.id).limit(1))  # LIMITED
+
+
+async def test_same_parameters_repeated(session):
+    for _ in range(3):
+        await session.scalar(select(func.count()).select_from(User))  # REPEAT
+
+
+async def load_titles(sessionmaker, user_id):
+    async with sessionmaker() as session:
+        return (await session.scalars(select(Post.title).where(Post.author_id == user_id))).all()  # CHILD
+
+
+async def test_gather_children_looped(sessionmaker):
+    await asyncio.gather(*(load_titles(sessionmaker, user_id) for user_id in (1, 2, 3)))
+
+
+def test_thread_looped():
+    async def work():
+        engine = make_engine()
+        try:
+            async with engine.connect() as conn:
+                for user_id in (1, 2, 3):
+                    await conn.execute(select(Post.id).where(Post.author_id == user_id))  # THREAD
+        finally:
+            await engine.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(work(),))
+    thread.start()
+    thread.join()
+
+
+@pytest.mark.max_queries(2)
+async def test_budget_and_finding(session):
+    for post_id in (1, 2, 3):
+        await session.get(Post, post_id)  # BOTH
+"""
+
+CLEAN = """
+import asyncio
+import threading
+
+import pytest
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import selectinload
+
+from conftest import make_engine
+from models import Comment, Post, User, post_tags
+
+
+async def test_same_select_from_two_lines(session):
+    await session.scalars(select(Post).where(Post.author_id == 1))
+    await session.scalars(select(Post).where(Post.author_id == 2))
+
+
+async def test_selectinload_over_1200_parents(session):
+    await session.execute(insert(User), [{"name": f"bulk{i}"} for i in range(1200)])
+    users = (await session.scalars(select(User).options(selectinload(User.posts)))).all()
+    assert len(users) == 1205
+    assert sum(len(user.posts) for user in users) == 10
+
+
+async def test_offset_pagination(session):
+    offset, seen = 0, 0
+    while rows := (await session.scalars(select(Post).order_by(Post.id).limit(3).offset(offset))).all():
+        offset += 3
+        seen += len(rows)
+    assert seen == 10
+
+
+async def test_keyset_pagination(session):
+    last, seen = 0, 0
+    while rows := (
+        await session.scalars(select(Post).where(Post.id > last).order_by(Post.id).limit(3))
+    ).all():
+        last = rows[-1].id
+        seen += len(rows)
+    assert seen == 10
+
+
+async def test_writes_and_executemany_in_loops(session):
+    for i in range(3):
+        session.add(User(name=f"new{i}"))
+        await session.flush()
+        await session.execute(insert(User), [{"name": f"many{i}.{j}"} for j in range(3)])
+        await session.execute(update(Post).where(Post.id == i + 1).values(title="t"))
+    await session.commit()
+
+
+async def load(sessionmaker, user_id):
+    async with sessionmaker() as session:
+        return (await session.scalars(select(Post).where(Post.author_id == user_id))).all()
+
+
+async def load_other(sessionmaker, user_id):
+    async with sessionmaker() as session:
+        return (await session.scalars(select(Post).where(Post.author_id == user_id))).all()
+
+
+async def test_gather_of_two_different_lines(sessionmaker):
+    await asyncio.gather(load(sessionmaker, 1), load_other(sessionmaker, 2))
+
+
+def test_one_query_in_another_thread_and_one_here(engine):
+    async def work():
+        other = make_engine()
+        try:
+            async with other.connect() as conn:
+                await conn.execute(select(Post.id).where(Post.author_id == 1))
+        finally:
+            await other.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(work(),))
+    thread.start()
+    thread.join()
+"""
+
+
+def line_of(source: str, marker: str) -> int:
+    """The 1-based line of ``marker`` in a scenario as written to disk."""
+    lines = textwrap.dedent(source).strip("\n").splitlines()  # as pytester writes it
+    return next(i for i, line in enumerate(lines, start=1) if marker in line)
+
+
+def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
+    project.write_test(LOOPS)
+    result = project.run()
+    result.assert_outcomes(failed=10)
+    loop, attrs = line_of(LOOPS, "# LOOP"), line_of(LOOPS, "# ATTRS")
+    get, limited = line_of(LOOPS, "# GET"), line_of(LOOPS, "# LIMITED")
+    for n in (2, 3, 10):
+        result.stdout.fnmatch_lines(
+            [
+                f"*test_per_row_loop?{n}?*",
+                f"N+1 query: the same SELECT ran {n} times from one line, "
+                f"with {n} different parameter sets.",
+                f"  from test_scenario.py:{loop} in test_per_row_loop",
+                "  SQL: SELECT comments.id, comments.body, comments.post_id FROM comments "
+                "WHERE comments.post_id = *",
+                "  fix: load all rows in one query, e.g. "
+                "select(Comment).where(Comment.post_id.in_(ids))",
+                "  or, if intended: @pytest.mark.allow_nplusone("
+                "'from comments where comments.post_id = ?')",
+            ]
+        )
+    result.stdout.fnmatch_lines(
+        [
+            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            f"  from test_scenario.py:{attrs} in test_awaitable_attrs_loop",
+            "  SQL: SELECT posts.id, posts.title, posts.author_id FROM posts WHERE * = posts.author_id*",
+            "  fix: eager-load it where the User objects are loaded: "
+            ".options(selectinload(User.posts))",
+            "  or, if intended: @pytest.mark.allow_nplusone('User.posts')",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            f"  from test_scenario.py:{get} in test_session_get_loop",
+            "  SQL: SELECT posts.id, posts.title, posts.author_id FROM posts WHERE posts.id = *",
+            "  fix: load all rows in one query, e.g. select(Post).where(Post.id.in_(ids))",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "N+1 query: the same SELECT ran 5 times from one line, with 5 different parameter sets.",
+            f"  from test_scenario.py:{limited} in test_per_row_loop_with_limit",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "Repeated query: the same SELECT ran 3 times from one line, same parameters.",
+            f"  from test_scenario.py:{line_of(LOOPS, '# REPEAT')} in test_same_parameters_repeated",
+            "  SQL: SELECT count(*) AS count_1 FROM users",
+            "  fix: run it once and reuse the result",
+        ]
+    )
+    # Queries in asyncio.gather children and in another thread are attributed to their line.
+    result.stdout.fnmatch_lines(
+        [
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            f"  from test_scenario.py:{line_of(LOOPS, '# CHILD')} in load_titles",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            f"  from test_scenario.py:{line_of(LOOPS, '# THREAD')} in work",
+        ]
+    )
+    # A budget and a finding fail one test, in one message.
+    result.stdout.fnmatch_lines(
+        [
+            "Expected at most 2 queries but 3 were run.",
+            "*",
+            "fix: *",
+            "",
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            f"  from test_scenario.py:{line_of(LOOPS, '# BOTH')} in test_budget_and_finding",
+        ]
+    )
+
+
+def test_batches_pagination_writes_and_unrelated_repeats_are_never_findings(
+    project: Project,
+) -> None:
+    project.write_test(CLEAN)
+    result = project.run("-W", "error")
+    result.assert_outcomes(passed=7)
+
+
+THRESHOLD = """
+import pytest
+from sqlalchemy import select
+from models import Post
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_loop(session, n):
+    for post_id in range(1, n + 1):
+        await session.get(Post, post_id)
+"""
+
+
+def test_threshold_from_ini(project: Project) -> None:
+    project.write_test(THRESHOLD)
+    result = project.run("-o", "noplusone_threshold=3")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*noplusone: * threshold=3*",
+            "*test_loop?3?*",
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*ran 2 times*")
+
+
+def test_warn_mode_warns_once_per_finding_and_off_mode_is_silent(project: Project) -> None:
+    project.write_test(THRESHOLD)
+    result = project.run("--noplusone-nplusone=warn")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*NPlusOneWarning: N+1 query: the same SELECT ran 2 times from one line*",
+            "*NPlusOneWarning: N+1 query: the same SELECT ran 3 times from one line*",
+        ]
+    )
+    result = project.run("-o", "noplusone_nplusone=off", "-W", "error")
+    result.assert_outcomes(passed=2)
+
+
+ALLOW = """
+import pytest
+from sqlalchemy import select
+from models import Comment, Post, User
+
+
+async def posts_loop(session):
+    for user in (await session.scalars(select(User))).all():
+        await user.awaitable_attrs.posts
+
+
+async def comments_loop(session):
+    for post_id in (1, 2, 3):
+        await session.scalars(select(Comment).where(Comment.post_id == post_id))  # COMMENTS
+
+
+@pytest.mark.allow_nplusone
+async def test_bare_allows_everything(session):
+    await posts_loop(session)
+    await comments_loop(session)
+
+
+@pytest.mark.allow_nplusone("User.posts", "FROM Comments WHERE comments.post_id")
+async def test_entries_allow_what_they_name(session):
+    await posts_loop(session)
+    await comments_loop(session)
+
+
+@pytest.mark.allow_nplusone("User.posts")
+async def test_entry_allows_only_what_it_names(session):
+    await posts_loop(session)
+    await comments_loop(session)  # ONLY
+
+
+@pytest.mark.allow_nplusone("User.posts", "Post.tagz")
+async def test_unused_entry_is_reported(session):
+    await posts_loop(session)
+
+
+@pytest.mark.allow_nplusone
+async def test_bare_marker_that_allowed_nothing(session):
+    await session.get(Post, 1)
+
+
+@pytest.mark.allow_nplusone(3)
+async def test_bad_argument(session):
+    pass
+"""
+
+
+def test_allow_marker(project: Project) -> None:
+    project.write_test(ALLOW)
+    result = project.run("-rA")
+    result.assert_outcomes(passed=4, failed=1, errors=1, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_entry_allows_only_what_it_names*",
+            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            f"  from test_scenario.py:{line_of(ALLOW, '# COMMENTS')} in comments_loop",
+            f"  called from test_scenario.py:{line_of(ALLOW, '# ONLY')} "
+            "in test_entry_allows_only_what_it_names",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*UnusedAllowWarning: @pytest.mark.allow_nplusone('Post.tagz') on "
+            "test_scenario.py::test_unused_entry_is_reported allowed nothing: no N+1 finding "
+            "matched it; remove it or fix its spelling.",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*UnusedAllowWarning: @pytest.mark.allow_nplusone on "
+            "test_scenario.py::test_bare_marker_that_allowed_nothing allowed nothing: "
+            "the test has no N+1 finding; remove the marker.",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_bad_argument*",
+            "@pytest.mark.allow_nplusone expects Model.attr names or fingerprint substrings "
+            "(non-empty strings), got allow_nplusone(3)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*User.posts was lazily loaded*")
