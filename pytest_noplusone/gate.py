@@ -175,7 +175,7 @@ def load_counts(path: Path) -> dict[str, Entry]:
     """
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise CountsFileError(path, "no such file", missing=True) from None
     except IsADirectoryError:
         raise CountsFileError(path, "a directory, not a file") from None
@@ -219,7 +219,7 @@ def load_counts(path: Path) -> dict[str, Entry]:
 
 def _location(location: object) -> dict[str, Any] | None:
     """A finding's location as ``{"path", "line", "function"}`` (no values, no SQL)."""
-    if location is None:
+    if location is None or location == "?":
         return None
     path = getattr(location, "path", None)
     line = getattr(location, "lineno", None)
@@ -235,10 +235,12 @@ def _location(location: object) -> dict[str, Any] | None:
 
 def finding_record(finding: object) -> dict[str, Any]:
     """The JSON form of an N+1 finding: kind, label, location and count (never SQL values)."""
+    call_site = getattr(finding, "call_site", None)
+    location = call_site[0] if call_site else getattr(finding, "location", None)
     record: dict[str, Any] = {
         "kind": str(getattr(finding, "kind", "finding")),
         "label": str(getattr(finding, "label", finding)),
-        "location": _location(getattr(finding, "location", None)),
+        "location": _location(location),
     }
     count = getattr(finding, "count", None)
     if isinstance(count, int):
@@ -526,7 +528,9 @@ class Gate:
                         self._workspace_path(location.get("path")),
                         location.get("line"),
                         "noplusone N+1",
-                        messages.finding_annotation(nodeid, finding["kind"], finding["label"]),
+                        messages.finding_annotation(
+                            nodeid, finding["kind"], finding["label"], finding.get("count")
+                        ),
                     )
                 )
         if self.comparing and self.settings.baseline is not None:

@@ -205,9 +205,10 @@ def unreported_regression(nodeid: str, old: int | None, new: int) -> str:
     )
 
 
-def finding_annotation(nodeid: str, kind: str, label: str) -> str:
+def finding_annotation(nodeid: str, kind: str, label: str, count: int | None) -> str:
     """The text of a GitHub annotation for an N+1 finding."""
-    return f"{kind}: {label} (in {nodeid})"
+    times = f", {count} times" if count else ""
+    return f"N+1 ({kind}): {label}{times} in {nodeid}"
 
 
 def regression_annotation(

@@ -192,7 +192,8 @@ def pytest_runtest_makereport(
     report = yield
     log = item.stash.get(log_key, None)
     if call.when == "call" and log is not None:
-        gate.attach(item, report, log, item.stash.get(budget_key, None), findings=())
+        budget, findings = item.stash.get(budget_key, None), item.stash.get(findings_key, [])
+        gate.attach(item, report, log, budget, findings)
     return report
 
 
