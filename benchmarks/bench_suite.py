@@ -1,0 +1,162 @@
+"""Suite overhead: a generated suite run with the plugin and with ``-p no:noplusone``.
+
+Generates ``--tests`` tests of ``--statements`` statements each for every backend (sync pysqlite
+``:memory:``, aiosqlite, and asyncpg when ``NOPLUSONE_PG_URL`` is set), then runs the suite
+alternately with the plugin (counting, fingerprints, locations and N+1 detection all on) and
+without it, ``--rounds`` times each, and prints the median wall times and their ratio. Usage:
+
+    python benchmarks/bench_suite.py [--tests 200] [--statements 100] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = session
+asyncio_default_test_loop_scope = session
+markers =
+    allow_nplusone: (registered here too so that -p no:noplusone runs cleanly)
+"""
+
+SYNC_CONFTEST = """
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+
+metadata = MetaData()
+items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String))
+
+
+@pytest.fixture(scope="session")
+def conn():
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.begin() as c:
+        c.execute(items.insert(), [{"id": i, "name": f"n{i}"} for i in range(100)])
+    with engine.connect() as c:
+        yield c
+"""
+
+ASYNC_CONFTEST = """
+import os
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+metadata = MetaData()
+items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String))
+URL = os.environ["BENCH_URL"]
+
+
+@pytest.fixture(scope="session")
+async def engine():
+    kwargs = {}
+    if URL.startswith("postgresql"):
+        kwargs["connect_args"] = {"server_settings": {"search_path": "noplusone_bench"}}
+        admin = create_async_engine(URL)
+        async with admin.begin() as c:
+            await c.execute(text("CREATE SCHEMA IF NOT EXISTS noplusone_bench"))
+        await admin.dispose()
+    engine = create_async_engine(URL, **kwargs)
+    async with engine.begin() as c:
+        await c.run_sync(metadata.drop_all)
+        await c.run_sync(metadata.create_all)
+        await c.execute(items.insert(), [{"id": i, "name": f"n{i}"} for i in range(100)])
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine):
+    async with AsyncSession(engine) as session:
+        yield session
+"""
+
+SYNC_TEST = """
+@pytest.mark.allow_nplusone
+def test_{n}(conn):
+    for i in range({statements}):
+        conn.execute(QUERY, {{"id": i}}).all()
+"""
+
+ASYNC_TEST = """
+@pytest.mark.allow_nplusone
+async def test_{n}(session):
+    for i in range({statements}):
+        (await session.execute(QUERY, {{"id": i}})).all()
+"""
+
+HEADER = """
+import pytest
+from sqlalchemy import bindparam, select
+from conftest import items
+
+QUERY = select(items.c.name).where(items.c.id == bindparam("id"))
+"""
+
+
+def generate(root: Path, backend: str, tests: int, statements: int) -> Path:
+    """Write one backend's suite and return its directory."""
+    directory = root / backend
+    directory.mkdir()
+    (directory / "pytest.ini").write_text(INI)
+    is_sync = backend == "sync-pysqlite-memory"
+    (directory / "conftest.py").write_text(SYNC_CONFTEST if is_sync else ASYNC_CONFTEST)
+    body = (SYNC_TEST if is_sync else ASYNC_TEST).format
+    source = HEADER + "".join(body(n=n, statements=statements) for n in range(tests))
+    (directory / "test_generated.py").write_text(textwrap.dedent(source))
+    return directory
+
+
+def run_once(directory: Path, url: str, plugin: bool) -> float:
+    """One pytest run; its wall time in seconds."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
+    if not plugin:
+        command += ["-p", "no:noplusone"]
+    env = {**os.environ, "BENCH_URL": url}
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{directory.name}: pytest failed\n{result.stdout[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--statements", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
+    if os.environ.get("NOPLUSONE_PG_URL"):
+        backends["asyncpg"] = os.environ["NOPLUSONE_PG_URL"]
+    print(f"{args.tests} tests x {args.statements} statements, {args.rounds} A/B rounds")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, url in backends.items():
+            directory = generate(Path(tmp), backend, args.tests, args.statements)
+            run_once(directory, url, plugin=True)  # warm the file system and bytecode caches
+            on, off = [], []
+            for _ in range(args.rounds):
+                off.append(run_once(directory, url, plugin=False))
+                on.append(run_once(directory, url, plugin=True))
+            with_plugin, without = statistics.median(on), statistics.median(off)
+            print(
+                f"{backend:<22} without {without:6.2f} s   with {with_plugin:6.2f} s   "
+                f"ratio {with_plugin / without:5.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
