@@ -81,6 +81,11 @@ def test_update_creates_a_sorted_versioned_baseline(project: Project) -> None:
     assert result.ret == 0
     result.stdout.fnmatch_lines(["baseline counts/baseline.json: 0 regressions, 0 improvements, 0 new"])
     assert path.stat().st_mtime_ns == before
+    # Fewer queries and a new test pass the gate.
+    write(project, one=0, two=2, extra="\n\ndef test_added():\n    pass\n")
+    result = project.run(OFF, f"--noplusone-baseline={path}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["baseline counts/baseline.json: 0 regressions, 1 improvement, 1 new"])
 
 
 def test_regression_fails_the_test_with_the_statements_that_grew(project: Project) -> None:

@@ -105,6 +105,28 @@ def test_report_is_not_written_by_collect_only(project: Project) -> None:
 
 
 @sqlite_only
+def test_a_report_that_cannot_be_written_fails_the_run(project: Project) -> None:
+    # The directory is fine before the run (checked up front) and broken by the time of writing.
+    (project.pytester.path / "out").mkdir()
+    project.write_test(
+        """
+        import pathlib
+
+
+        def test_breaks_the_report_directory():
+            pathlib.Path("out").rmdir()
+            pathlib.Path("out").write_text("now a file")
+        """
+    )
+    result = project.run("--noplusone-report=out/report.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["noplusone could not write out/report.json: [[]Errno 17[]] File exists: 'out'."]
+    )
+
+
+@sqlite_only
 def test_junit_properties(project: Project) -> None:
     project.write_test(SCENARIO)
     project.run("--junitxml=junit.xml")
