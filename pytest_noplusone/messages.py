@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from . import detection
 from .capture import Location, QueryLog, ShapeStats
+
+if TYPE_CHECKING:
+    from .diagnosis import LazyLoad, Violation
+    from .enforcement import AuditEntry
 
 #: Statement groups listed in one message before the rest is summarised.
 MAX_LISTED = 25
@@ -357,3 +362,143 @@ def bad_scales(value: object) -> str:
         f"got {value!r}"
     )
 
+
+# --- Lazy loads: enforcement, diagnosis and audit (issue 3) ---
+
+
+def eager_load_fix(owner: str, key: str, *, collection: bool) -> str:
+    """``select(User).options(selectinload(User.posts))``; joinedload for a scalar."""
+    loader = "selectinload" if collection else "joinedload"
+    return f"select({owner}).options({loader}({owner}.{key}))"
+
+
+def _lazy_headline(load: LazyLoad, times: str) -> str:
+    what = f"{load.attribute} ({load.kind})" if load.kind else load.attribute
+    cause = load.cause
+    if cause in ("raise_on_sql", "raise"):
+        return (
+            f"noplusone: {what} was lazily loaded{times}, which lazy='{cause}' forbids "
+            "(enforced by pytest-noplusone)."
+        )
+    if cause == "missing_greenlet":
+        return (
+            f"noplusone: {what} was lazily loaded{times} in async code, where SQLAlchemy cannot "
+            "run the implicit query (MissingGreenlet)."
+        )
+    if cause == "detached":
+        return (
+            f"noplusone: {what} was touched{times} on a detached {load.owner} (its session was "
+            "closed or it was expunged), so it cannot be loaded (DetachedInstanceError)."
+        )
+    if cause == "expired":
+        subject = (
+            f"{what} was touched{times} on a {load.owner} expired by commit()"
+            if load.kind
+            else f"{what} was touched{times} after commit() expired it"
+        )
+        return (
+            f"noplusone: {subject} (expire_on_commit=True); reloading needs a query that "
+            "cannot run here (async code, or a closed session)."
+        )
+    return (
+        f"noplusone: {what} is a deferred column, touched{times} without being loaded; loading "
+        "it needs a query that async code cannot run implicitly."
+    )
+
+
+def _lazy_fix(load: LazyLoad) -> list[str]:
+    eager = eager_load_fix(load.owner, load.key, collection=load.collection)
+    variable = load.owner.lower()
+    if load.kind is None:
+        if load.cause == "deferred":
+            return [f"  fix: load it with the object: select({load.owner}).options(undefer("
+                    f"{load.owner}.{load.key}))"]
+        return [
+            "  fix: keep loaded attributes after commit: "
+            "async_sessionmaker(engine, expire_on_commit=False),",
+            f"       or reload them explicitly: await session.refresh({variable})",
+        ]
+    if load.cause == "expired":
+        return [
+            "  fix: keep loaded attributes after commit: "
+            "async_sessionmaker(engine, expire_on_commit=False),",
+            f"       and eager-load it: {eager}",
+        ]
+    where = "while the session is open, " if load.cause == "detached" else ""
+    lines = [f"  fix: eager-load it {where}in the query that loads the {load.owner} objects:"]
+    lines.append(f"       {eager}")
+    if load.cause == "missing_greenlet" and load.async_attrs:
+        lines.append(f"       or, for one object: await {variable}.awaitable_attrs.{load.key}")
+    return lines
+
+
+def lazy_load_explanation(load: LazyLoad, count: int = 1) -> str:
+    """What was lazily loaded, why that failed, where, and the fix with the real names."""
+    times = "" if count == 1 else f" {plural(count, 'time')}"
+    lines = [_lazy_headline(load, times)]
+    if load.touched:
+        lines.append(f"  touched at: {load.touched[0]}")
+        lines.extend(f"  called from: {site}" for site in load.touched[1:])
+    else:
+        lines.append("  touched at: (no frame of your code on the stack)")
+    if load.parents_loaded_at is not None:
+        lines.append(f"  the {load.owner} was loaded at: {load.parents_loaded_at}")
+    lines.extend(_lazy_fix(load))
+    if load.cause in ("raise_on_sql", "raise") and load.kind is not None:
+        lines.append(
+            f'  if the lazy load is intended: @pytest.mark.allow_lazy("{load.attribute}"), '
+            f"or noplusone_allow_lazy = {load.attribute}"
+        )
+    return "\n".join(lines)
+
+
+def lazy_load_report(violations: Sequence[Violation], *, swallowed: bool) -> str:
+    """Lazy loads that failed during a test but did not surface as its exception."""
+    if swallowed:
+        header = (
+            "noplusone: a lazy load failed in this test, but the error never reached the test: "
+            "your code caught it (an HTTP 500 response, for example)."
+        )
+    else:
+        header = (
+            "noplusone: a lazy load failed during this test, and your code caught the error "
+            "before the test saw it (it may be why the test failed)."
+        )
+    parts = [header]
+    parts.extend(lazy_load_explanation(v.load, v.count) for v in violations)
+    return "\n\n".join(parts)
+
+
+def allow_lazy_unmatched(source: str, entry: str) -> str:
+    """A pattern of the allow list that matches no relationship (a typo disables nothing)."""
+    return (
+        f"{source} entry {entry!r} matches no mapped relationship; "
+        "use Model.attr, Model.* or *.attr with the names of a mapped class and relationship."
+    )
+
+
+def allow_lazy_invalid(source: str, problem: str) -> str:
+    """A malformed allow-list entry."""
+    return f"{source}: {problem}"
+
+
+def audit_report(entries: Sequence[AuditEntry]) -> list[str]:
+    """``User.posts  (one-to-many collection)  models.py:25`` per relationship, and the count."""
+    if not entries:
+        return ["noplusone audit: no relationship relies on implicit lazy loading."]
+    verb = "relies" if len(entries) == 1 else "rely"
+    lines = [
+        f"noplusone audit: {plural(len(entries), 'relationship')} still {verb} on implicit "
+        'lazy loading (lazy="select"):'
+    ]
+    name_width = max(len(entry.name) for entry in entries)
+    kind_width = max(len(entry.kind) for entry in entries) + 2
+    for entry in entries:
+        site = f"{Location(entry.filename, entry.lineno, '').path}:{entry.lineno}"
+        kind = f"({entry.kind})"
+        lines.append(f"  {entry.name:<{name_width}}  {kind:<{kind_width}}  {site}")
+    lines.append(
+        'fix: give each a loading strategy in the mapping (lazy="selectin", "joined" or '
+        '"raise_on_sql"), or eager-load it in every query whose code touches it.'
+    )
+    return lines

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from . import assertions, capture, detection, gate, messages, settings
+from . import assertions, capture, detection, diagnosis, enforcement, gate, messages, settings
 from .capture import QueryLog
 
 #: The statements kept per test for messages; counts and per-shape aggregates stay exact.
@@ -20,6 +20,7 @@ gate_key = pytest.StashKey[gate.Gate]()
 #: The N+1 findings of a test (not allowed ones), set after a passing body.
 findings_key = pytest.StashKey["list[detection.Finding]"]()
 allow_key = pytest.StashKey["detection.Allowance | None"]()
+enforcer_key = pytest.StashKey["enforcement.Enforcer | None"]()
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
@@ -61,7 +62,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "allow_nplusone(*entries): allow N+1 findings in this test; entries (Model.attr names "
         "or fingerprint substrings) limit it to matching ones.",
     )
+    config.addinivalue_line(
+        "markers",
+        "allow_lazy(*names): let these relationships (Model.attr, Model.* or *.attr) lazy load "
+        "in this test; no names: every relationship.",
+    )
     resolved = settings.resolve(config)
+    allow_lazy = enforcement.patterns_from_ini(resolved.allow_lazy)
     detection.threshold = resolved.threshold
     config.stash[gate_key] = gate.Gate.configure(config, resolved)
     listener = _ReportListener(config.stash[gate_key])
@@ -71,6 +78,12 @@ def pytest_configure(config: pytest.Config) -> None:
     capture.set_ignore(resolved.ignore)
     assertions.show_params = resolved.show_params
     capture.acquire()
+    diagnosis.install()
+    config.stash[enforcer_key] = (
+        enforcement.start(resolved.enforce, allow_lazy, resolved.awaitable_attrs)
+        if resolved.enforce != "off"
+        else None
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -78,6 +91,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(name=_REPORT_LISTENER)
     if settings_key in config.stash:
         del config.stash[settings_key]
+        enforcer = config.stash.get(enforcer_key, None)
+        if enforcer is not None:
+            enforcement.stop(enforcer)  # exactly as mapped, for the next in-process run
+        diagnosis.uninstall()
         capture.release()
         capture.set_ignore(())
         assertions.show_params = True
@@ -118,11 +135,55 @@ def _budget(item: pytest.Item, default: int | None) -> Budget | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[log_key] = QueryLog(keep=KEPT_PER_TEST)
+    diagnosis.begin_test()
+    _allow_lazy(item)
     item.stash[budget_key] = None
     item.stash[budget_key] = _budget(item, item.config.stash[settings_key].max_queries)
     item.stash[findings_key] = []
     item.stash[allow_key] = None
     item.stash[allow_key] = _allow(item)
+
+
+def _allow_lazy(item: pytest.Item) -> None:
+    allowed = enforcement.marker_allowance(item)
+    for pattern in enforcement.unmatched(allowed or ()):
+        entry = ".".join(pattern)
+        item.warn(
+            enforcement.AllowLazyWarning(
+                messages.allow_lazy_unmatched("@pytest.mark.allow_lazy", entry)
+            )
+        )
+    enforcement.start_test_allowance(allowed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    finally:
+        enforcement.end_test_allowance()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    resolved = config.stash.get(settings_key, None)
+    if resolved is None or not resolved.allow_lazy or resolved.enforce == "off":
+        return
+    for pattern in enforcement.unmatched(enforcement.patterns_from_ini(resolved.allow_lazy)):
+        text = messages.allow_lazy_unmatched("noplusone_allow_lazy", ".".join(pattern))
+        try:
+            config.issue_config_time_warning(enforcement.AllowLazyWarning(text), stacklevel=2)
+        except enforcement.AllowLazyWarning:  # warnings are errors here: one clear line
+            raise pytest.UsageError(text) from None
+
+
+def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
+    """Lazy loads that failed during a passing test because something caught their error."""
+    hidden = diagnosis.swallowed(diagnosis.test_codes(item))
+    diagnosis.begin_test()  # reported here or never: makereport must not report them again
+    if not hidden or item.config.stash[settings_key].enforce == "off":
+        return []
+    return [messages.lazy_load_report(hidden, swallowed=True)]
 
 
 def _allow(item: pytest.Item) -> detection.Allowance | None:
@@ -177,6 +238,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             )
         )
     problems.extend(_nplusone(item, log))
+    problems.extend(_swallowed_lazy_loads(item))
     regression = item.config.stash[gate_key].regression(item.nodeid, log)
     if regression is not None:
         problems.append(regression)
@@ -190,6 +252,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.failed and call.excinfo is not None:
+        explanation = diagnosis.explain_failure(call.excinfo.value, diagnosis.test_codes(item))
+        if explanation is not None:
+            report.longrepr = diagnosis.explained(report.longrepr, explanation)
     log = item.stash.get(log_key, None)
     if call.when == "call" and log is not None:
         budget, findings = item.stash.get(budget_key, None), item.stash.get(findings_key, [])
@@ -216,6 +282,12 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    resolved = terminalreporter.config.stash.get(settings_key, None)
+    if resolved is not None and resolved.audit:
+        enforcer = terminalreporter.config.stash.get(enforcer_key, None)
+        terminalreporter.write_sep("=", "noplusone audit")
+        for line in messages.audit_report(enforcement.audit(enforcer)):
+            terminalreporter.write_line(line)
     gate_state = terminalreporter.config.stash.get(gate_key, None)
     if gate_state is not None:
         gate_state.terminal_summary(terminalreporter)
