@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import messages
-from .gate import Change, CountsFileError, Entry, compare, load_counts
+from .counts import Change, CountsFileError, Entry, compare, load_counts
 
 __all__ = ["main"]
 

@@ -7,10 +7,7 @@ Files are written by the controller only, atomically, after the test loop.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -21,21 +18,20 @@ import pytest
 
 from . import messages
 from .capture import QueryLog
+from .counts import (
+    Change,
+    CountsFileError,
+    Entry,
+    compare,
+    dumps,
+    grown,
+    load_counts,
+    write_atomic,
+)
 from .settings import Settings
 
-__all__ = [
-    "VERSION",
-    "Change",
-    "CountsFileError",
-    "Entry",
-    "Gate",
-    "compare",
-    "load_counts",
-    "write_atomic",
-]
+__all__ = ["Gate", "attach", "finding_record", "per_test_record"]
 
-#: The schema version of the report and baseline files.
-VERSION = 1
 #: The attribute of the call-phase TestReport that carries a test's data.
 REPORT_ATTRIBUTE = "noplusone"
 #: Rows listed per category in the terminal summary and the GitHub step summary.
@@ -53,165 +49,6 @@ class _Budget(Protocol):
     def source(self) -> str: ...
 
     def exceeded(self, count: int) -> bool: ...
-
-
-class CountsFileError(Exception):
-    """A baseline or report file that is missing, unreadable or not in our format."""
-
-    def __init__(self, path: Path, reason: str, *, missing: bool = False) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-        self.missing = missing
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One test's counts in a baseline or report file."""
-
-    queries: int
-    fingerprints: Mapping[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry as written to a baseline."""
-        return {"queries": self.queries, "fingerprints": dict(sorted(self.fingerprints.items()))}
-
-
-@dataclass(frozen=True)
-class Change:
-    """One test's count against the baseline; ``old`` is None for a test new to it."""
-
-    nodeid: str
-    old: int | None
-    new: int
-    #: (fingerprint, old count, new count) of the statements that ran more often.
-    grown: tuple[tuple[str, int, int], ...] = ()
-
-    @property
-    def status(self) -> str:
-        """``regression``, ``improvement``, ``new`` or ``unchanged``."""
-        if self.old is None:
-            return "new"
-        if self.new > self.old:
-            return "regression"
-        return "improvement" if self.new < self.old else "unchanged"
-
-
-def grown(old: Mapping[str, int], new: Mapping[str, int]) -> tuple[tuple[str, int, int], ...]:
-    """The fingerprints that ran more often in ``new`` than in ``old``, most grown first."""
-    rows = [(fp, old.get(fp, 0), count) for fp, count in new.items() if count > old.get(fp, 0)]
-    rows.sort(key=lambda row: (row[1] - row[2], row[0]))
-    return tuple(rows)
-
-
-def compare(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> list[Change]:
-    """A Change for every test of ``new``, sorted by node id."""
-    changes = []
-    for nodeid in sorted(new):
-        entry = new[nodeid]
-        before = old.get(nodeid)
-        if before is None:
-            changes.append(Change(nodeid, None, entry.queries))
-        else:
-            rows = grown(before.fingerprints, entry.fingerprints)
-            changes.append(Change(nodeid, before.queries, entry.queries, rows))
-    return changes
-
-
-# --- files -------------------------------------------------------------------------------
-
-
-def _sorted(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(key): _sorted(value[key]) for key in sorted(value, key=str)}
-    if isinstance(value, list | tuple):
-        return [_sorted(item) for item in value]
-    return value
-
-
-def dumps(totals: Mapping[str, Any], tests: Mapping[str, Any]) -> str:
-    """A report or baseline file: version and totals first, every key below them sorted."""
-    document = {"version": VERSION, "totals": _sorted(totals), "tests": _sorted(tests)}
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename.
-
-    A crash at any point leaves either the old file or the new one, never a truncated file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # 0o666 through os.open honours the umask, like a plain open() of a new file would.
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        with suppress(FileNotFoundError):
-            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temp)
-        raise
-    with suppress(OSError):  # make the rename itself durable where the platform allows it
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def load_counts(path: Path) -> dict[str, Entry]:
-    """The per-test counts of a baseline or report file; ``CountsFileError`` names what is wrong.
-
-    Tests a report marks as incomplete (their body failed) are left out: their count is partial.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        raise CountsFileError(path, "no such file", missing=True) from None
-    except IsADirectoryError:
-        raise CountsFileError(path, "a directory, not a file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CountsFileError(path, f"unreadable ({error})") from None
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        raise CountsFileError(path, f"not valid JSON ({error})") from None
-    if not isinstance(document, dict):
-        raise CountsFileError(path, "not a JSON object")
-    if document.get("version") != VERSION:
-        raise CountsFileError(
-            path, f"version {document.get('version')!r}, but this plugin reads version {VERSION}"
-        )
-    tests = document.get("tests")
-    if not isinstance(tests, dict):
-        raise CountsFileError(path, 'no "tests" object')
-    entries: dict[str, Entry] = {}
-    for nodeid, data in tests.items():
-        where = f"tests[{nodeid!r}]"
-        if not isinstance(data, dict):
-            raise CountsFileError(path, f"{where} is not an object")
-        queries, fingerprints = data.get("queries"), data.get("fingerprints", {})
-        if not isinstance(queries, int) or not _count(queries):
-            raise CountsFileError(path, f'{where}["queries"] is not a non-negative integer')
-        if not isinstance(fingerprints, dict) or not all(
-            _count(count) for count in fingerprints.values()
-        ):
-            raise CountsFileError(
-                path, f'{where}["fingerprints"] is not an object of non-negative integers'
-            )
-        if data.get("complete", True) is False:
-            continue
-        entries[nodeid] = Entry(queries, dict(fingerprints))
-    return entries
 
 
 # --- per-test data -----------------------------------------------------------------------
@@ -239,7 +76,7 @@ def finding_record(finding: object) -> dict[str, Any]:
     location = call_site[0] if call_site else getattr(finding, "location", None)
     record: dict[str, Any] = {
         "kind": str(getattr(finding, "kind", "finding")),
-        "label": str(getattr(finding, "label", finding)),
+        "label": str(getattr(finding, "label", "?")),
         "location": _location(location),
     }
     count = getattr(finding, "count", None)
@@ -248,7 +85,7 @@ def finding_record(finding: object) -> dict[str, Any]:
     return record
 
 
-def test_record(
+def per_test_record(
     log: QueryLog, budget: _Budget | None, findings: Iterable[object], *, complete: bool
 ) -> dict[str, Any]:
     """The JSON-ready data of one test, attached to its call-phase report."""
@@ -272,7 +109,7 @@ def attach(
     findings: Sequence[object],
 ) -> None:
     """Put the test's data on its call-phase report and its JUnit properties on the item."""
-    record = test_record(log, budget, findings, complete=item.stash.get(complete_key, False))
+    record = per_test_record(log, budget, findings, complete=item.stash.get(complete_key, False))
     setattr(report, REPORT_ATTRIBUTE, record)
     # junitxml writes the teardown report's user_properties, copied from the item later on.
     item.user_properties.append(("noplusone_queries", log.count))
@@ -364,9 +201,8 @@ class Gate:
         if not isinstance(record, dict):
             return
         file, line, _ = report.location
-        self.tests[report.nodeid] = _Test(
-            record, report.outcome, file, line + 1 if line is not None else None
-        )
+        line = line + 1 if isinstance(line, int) else None  # report lines are 0-based
+        self.tests[report.nodeid] = _Test(record, report.outcome, str(file), line)
 
     def finish(self, session: pytest.Session) -> None:
         """Compare, write the files and decide the gate, after the test loop (controller only)."""

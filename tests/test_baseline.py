@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from pytest_noplusone import gate
+from pytest_noplusone import counts
 
 #: ``test_one`` and ``test_two`` run 1 + n queries for n users; the loop is not an N+1 finding
 #: here because these runs pass --noplusone-nplusone=off (the gate is about counts).
@@ -81,7 +81,7 @@ def test_update_creates_a_sorted_versioned_baseline(project: Project) -> None:
     assert result.ret == 0
     result.stdout.fnmatch_lines(["baseline counts/baseline.json: 0 regressions, 0 improvements, 0 new"])
     assert path.stat().st_mtime_ns == before
-    # Fewer queries and a new test pass the gate.
+    # Fewer queries and a new test pass the counts.
     write(project, one=0, two=2, extra="\n\ndef test_added():\n    pass\n")
     result = project.run(OFF, f"--noplusone-baseline={path}")
     assert result.ret == 0
@@ -155,10 +155,10 @@ def test_partial_update_keeps_the_tests_that_did_not_run(project: Project) -> No
         OFF, f"--noplusone-baseline={path}", "--noplusone-update-baseline", "-k", "test_one"
     )
     assert result.ret == 0
-    counts = gate.load_counts(path)
-    assert counts["test_scenario.py::test_one"].queries == 4  # updated
-    assert counts["test_scenario.py::test_two"].queries == 2  # kept: it did not run
-    assert counts["test_scenario.py::test_none"].queries == 0
+    entries = counts.load_counts(path)
+    assert entries["test_scenario.py::test_one"].queries == 4  # updated
+    assert entries["test_scenario.py::test_two"].queries == 2  # kept: it did not run
+    assert entries["test_scenario.py::test_none"].queries == 0
     assert json.loads(path.read_text())["totals"] == {"queries": 6, "tests": 3}
 
 
@@ -175,10 +175,10 @@ def test_update_keeps_the_entry_of_a_test_whose_body_failed(project: Project) ->
     )
     result = project.run(OFF, f"--noplusone-baseline={path}", "--noplusone-update-baseline")
     result.assert_outcomes(passed=3, failed=1)
-    counts = gate.load_counts(path)
-    assert counts["test_scenario.py::test_one"].queries == 3  # kept
-    assert counts["test_scenario.py::test_two"].queries == 2  # lowered: the ratchet
-    assert counts["test_scenario.py::test_more"].queries == 0  # added
+    entries = counts.load_counts(path)
+    assert entries["test_scenario.py::test_one"].queries == 3  # kept
+    assert entries["test_scenario.py::test_two"].queries == 2  # lowered: the ratchet
+    assert entries["test_scenario.py::test_more"].queries == 0  # added
 
 
 @sqlite_only
@@ -229,7 +229,7 @@ def test_ini_baseline_is_resolved_against_the_rootdir(
     monkeypatch.chdir(root / "sub")
     result = project.run(OFF, "--noplusone-update-baseline", str(root))
     assert result.ret == 0, result.stdout.str()
-    assert len(gate.load_counts(root / "ci" / "counts.json")) == 3
+    assert len(counts.load_counts(root / "ci" / "counts.json")) == 3
     assert not (root / "sub" / "ci").exists()
 
 
@@ -245,6 +245,7 @@ def test_unwritable_baseline_is_reported_before_the_run(project: Project) -> Non
 
 
 def test_update_without_a_baseline_path_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--noplusone-update-baseline")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -286,15 +287,15 @@ def test_load_counts_names_what_is_wrong(
         path.write_bytes(content)
     else:
         path.write_text(content)
-    with pytest.raises(gate.CountsFileError) as error:
-        gate.load_counts(path)
+    with pytest.raises(counts.CountsFileError) as error:
+        counts.load_counts(path)
     assert error.value.reason.startswith(reason)
     assert str(error.value).startswith(f"{path}: ")
 
 
 def test_load_counts_of_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(gate.CountsFileError, match="a directory, not a file"):
-        gate.load_counts(tmp_path)
+    with pytest.raises(counts.CountsFileError, match="a directory, not a file"):
+        counts.load_counts(tmp_path)
 
 
 def test_atomic_write_leaves_the_old_file_when_the_rename_fails(tmp_path: Path) -> None:
@@ -302,7 +303,7 @@ def test_atomic_write_leaves_the_old_file_when_the_rename_fails(tmp_path: Path) 
     target.mkdir()  # os.replace of a file onto a directory fails after the data was written
     (target / "keep").write_text("old")
     with pytest.raises(OSError, match="directory"):
-        gate.write_atomic(target, '{"version": 1}\n')
+        counts.write_atomic(target, '{"version": 1}\n')
     assert (target / "keep").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]  # no temp file left
 
@@ -311,7 +312,7 @@ def test_atomic_write_keeps_the_file_mode(tmp_path: Path) -> None:
     target = tmp_path / "baseline.json"
     target.write_text("old")
     target.chmod(0o640)
-    gate.write_atomic(target, "new")
+    counts.write_atomic(target, "new")
     assert target.read_text() == "new"
     assert target.stat().st_mode & 0o777 == 0o640
 
@@ -345,4 +346,4 @@ def test_a_crash_mid_write_leaves_the_old_baseline(project: Project) -> None:
     # The next run is not disturbed by the leftover and writes the new counts.
     result = project.run(OFF, f"--noplusone-baseline={path}", "--noplusone-update-baseline")
     assert result.ret == 0
-    assert gate.load_counts(path)["test_scenario.py::test_two"].queries == 4
+    assert counts.load_counts(path)["test_scenario.py::test_two"].queries == 4

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_noplusone import gate
+from pytest_noplusone import counts
 from pytest_noplusone.__main__ import main
 
 USERS = "select users.id, users.name from users"
@@ -16,7 +16,7 @@ POSTS = "select posts.id, posts.title from posts where posts.author_id = ?"
 
 
 def write(path: Path, tests: dict[str, dict[str, object]]) -> Path:
-    path.write_text(gate.dumps({"queries": 0, "tests": len(tests)}, tests))
+    path.write_text(counts.dumps({"queries": 0, "tests": len(tests)}, tests))
     return path
 
 
