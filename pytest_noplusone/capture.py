@@ -226,7 +226,7 @@ class ShapeStats:
         self.example = example
         #: Distinct parents of lazy loads (bounded).
         self.parent_keys: set[Any] = set()
-        #: Distinct parameter values (bounded), for telling N+1 loops from repeats.
+        #: Distinct parameter values of the first executions, for telling loops from repeats.
         self.parameter_sets: set[Any] = set()
 
 
@@ -267,7 +267,9 @@ class QueryLog:
         stats.count += 1
         if query.parent_key is not None and len(stats.parent_keys) < _MAX_DISTINCT:
             stats.parent_keys.add(query.parent_key)
-        if len(stats.parameter_sets) < _MAX_DISTINCT and not query.executemany:
+        # Sampled from the first executions: enough to tell a loop from a repeat, and a shape
+        # repeated a million times costs no more than one repeated 64 times.
+        if stats.count <= _MAX_DISTINCT and not query.executemany:
             stats.parameter_sets.add(detection.parameter_key(query.sql, query.parameters))
 
     def __len__(self) -> int:

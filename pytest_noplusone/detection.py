@@ -35,8 +35,8 @@ _LEXEMES = re.compile(
 )
 _PLACEHOLDERS = re.compile(
     r"__\[POSTCOMPILE_[^\]]*\]"  # an expanding IN list SQLAlchemy did not render yet
-    r"|%\([^)]*\)s"  # pyformat
-    r"|%s"  # format
+    r"|(?<!%)%\([^)]*\)s"  # pyformat (not an escaped %%)
+    r"|(?<!%)%s"  # format
     r"|\$\d+"  # numeric_dollar (asyncpg)
     r"|(?<![:\w]):[A-Za-z_]\w*"  # named (not ::casts)
     r"|\?"  # qmark

@@ -294,13 +294,12 @@ def nplusone_finding(finding: detection.Finding) -> str:
         )
         fix = lazy_fix(finding.relationship)
     elif finding.kind == detection.LOOP:
-        headline = (
-            f"N+1 query: the same SELECT ran {times} from one line, "
-            f"with {_distinct(finding.distinct)} different parameter sets."
-        )
+        headline = f"N+1 query: the same SELECT ran {times} from one line, with different values."
         fix = loop_fix(finding.fingerprint)
     else:
-        headline = f"Repeated query: the same SELECT ran {times} from one line, same parameters."
+        headline = (
+            f"Repeated query: the same SELECT ran {times} from one line, with the same values."
+        )
         fix = "run it once and reuse the result"
     lines = [headline, *_site_lines(finding.call_site)]
     lines.append(f"  SQL: {shorten(finding.sql, _SQL_WIDTH)}")
@@ -358,7 +357,7 @@ def scale_failure(
 def bad_scales(value: object) -> str:
     """A one-line error for a bad ``scales`` argument."""
     return (
-        "assert_constant_queries expects scales=(at least two different positive ints), "
+        "assert_constant_queries expects scales=(at least two different non-negative ints), "
         f"got {value!r}"
     )
 

@@ -171,8 +171,7 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
         result.stdout.fnmatch_lines(
             [
                 f"*test_per_row_loop?{n}?*",
-                f"N+1 query: the same SELECT ran {n} times from one line, "
-                f"with {n} different parameter sets.",
+                f"N+1 query: the same SELECT ran {n} times from one line, with different values.",
                 f"  from test_scenario.py:{loop} in test_per_row_loop",
                 "  SQL: SELECT comments.id, comments.body, comments.post_id FROM comments "
                 "WHERE comments.post_id = *",
@@ -194,7 +193,7 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
             f"  from test_scenario.py:{get} in test_session_get_loop",
             "  SQL: SELECT posts.id, posts.title, posts.author_id FROM posts WHERE posts.id = *",
             "  fix: load all rows in one query, e.g. select(Post).where(Post.id.in_(ids))",
@@ -202,13 +201,13 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 5 times from one line, with 5 different parameter sets.",
+            "N+1 query: the same SELECT ran 5 times from one line, with different values.",
             f"  from test_scenario.py:{limited} in test_per_row_loop_with_limit",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "Repeated query: the same SELECT ran 3 times from one line, same parameters.",
+            "Repeated query: the same SELECT ran 3 times from one line, with the same values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# REPEAT')} in test_same_parameters_repeated",
             "  SQL: SELECT count(*) AS count_1 FROM users",
             "  fix: run it once and reuse the result",
@@ -217,13 +216,13 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
     # Queries in asyncio.gather children and in another thread are attributed to their line.
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# CHILD')} in load_titles",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# THREAD')} in work",
         ]
     )
@@ -234,7 +233,7 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
             "*",
             "fix: *",
             "",
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# BOTH')} in test_budget_and_finding",
         ]
     )
@@ -269,7 +268,7 @@ def test_threshold_from_ini(project: Project) -> None:
         [
             "*noplusone: * threshold=3*",
             "*test_loop?3?*",
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
         ]
     )
     result.stdout.no_fnmatch_line("*ran 2 times*")
@@ -346,7 +345,7 @@ def test_allow_marker(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*test_entry_allows_only_what_it_names*",
-            "N+1 query: the same SELECT ran 3 times from one line, with 3 different parameter sets.",
+            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
             f"  from test_scenario.py:{line_of(ALLOW, '# COMMENTS')} in comments_loop",
             f"  called from test_scenario.py:{line_of(ALLOW, '# ONLY')} "
             "in test_entry_allows_only_what_it_names",
