@@ -291,7 +291,7 @@ async def test_a_mapper_defined_during_the_test_is_enforced(engine):
     import late
 
     async with engine.begin() as conn:
-        await conn.run_sync(late.Base3.metadata.create_all)
+        await conn.run_sync(late.Base3.metadata.create_all, checkfirst=False)
     async with async_sessionmaker(engine)() as session:
         session.add(late.Shelf(id=1))
         await session.commit()
