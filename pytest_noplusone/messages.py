@@ -340,7 +340,7 @@ def scale_failure(
     for stats, per_scale in grown:
         example = stats.example
         steps = " -> ".join(str(count) for count in per_scale)
-        lines.append(f"  {shorten(example.sql, 120)}: {steps}")
+        lines.append(f"  {shorten(example.sql, _SQL_WIDTH)}: {steps}")
         lines.extend(_site_lines(example.call_site, "      "))
         if example.relationship:
             fix = f"{example.relationship} is lazily loaded per parent: " + lazy_fix(
