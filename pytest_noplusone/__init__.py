@@ -3,11 +3,13 @@
 from .assertions import QueryCountError, assert_max_queries, assert_queries, capture_queries
 from .capture import CapturedQuery, Location, QueryLog
 from .detection import Finding, NPlusOneWarning, UnusedAllowWarning, fingerprint
+from .enforcement import AllowLazyWarning
 from .scale import QueryScaleError, assert_constant_queries
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllowLazyWarning",
     "CapturedQuery",
     "Finding",
     "Location",
