@@ -15,13 +15,14 @@ listener remembers the user's line once per query run, not once per object.
 
 from __future__ import annotations
 
-import inspect
+import fnmatch
+import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import CodeType, FrameType, TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -45,7 +46,6 @@ __all__ = [
     "record",
     "relationship_kind",
     "swallowed",
-    "test_codes",
     "uninstall",
 ]
 
@@ -332,21 +332,32 @@ def _on_handle_error(context: Any) -> None:
         pass
 
 
-def swallowed(test_codes: Iterable[CodeType]) -> list[Violation]:
-    """Violations whose error never passed through the test function (something caught it)."""
-    codes = set(test_codes)
+def _is_test_code(filename: str, python_files: Sequence[str]) -> bool:
+    name = os.path.basename(filename)
+    return name == "conftest.py" or any(
+        fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(filename, pattern)
+        for pattern in python_files
+    )
+
+
+def swallowed(python_files: Sequence[str]) -> list[Violation]:
+    """Violations whose error was caught outside test code (the code under test hid it).
+
+    An error's traceback starts at the frame that caught it: a test module or a conftest.py
+    (``with pytest.raises(...)`` in a test or its helper) means the test saw it.
+    """
     hidden = []
     for violation in violations():
+        caught = [error.__traceback__ for error in violation.errors]
         if not any(
-            frame.f_code in codes
-            for error in violation.errors
-            for frame, _ in _frames_of(error.__traceback__)
+            tb is not None and _is_test_code(tb.tb_frame.f_code.co_filename, python_files)
+            for tb in caught
         ):
             hidden.append(violation)
     return hidden
 
 
-def explain_failure(error: BaseException | None, test_codes: Iterable[CodeType]) -> str | None:
+def explain_failure(error: BaseException | None, python_files: Sequence[str]) -> str | None:
     """The explanation to show before a failed test's traceback, or ``None``.
 
     A lazy load in the failure's exception graph is explained; failing that, lazy loads whose
@@ -358,21 +369,10 @@ def explain_failure(error: BaseException | None, test_codes: Iterable[CodeType])
         return "\n\n".join(
             messages.lazy_load_explanation(load, recorded.get(load, 1)) for load in loads
         )
-    hidden = swallowed(test_codes)
+    hidden = swallowed(python_files)
     if hidden:
         return messages.lazy_load_report(hidden, swallowed=False)
     return None
-
-
-def test_codes(item: Any) -> set[CodeType]:
-    """The code objects of a test function (pytest-asyncio may have wrapped it)."""
-    codes = set()
-    for function in (getattr(item, "obj", None), getattr(item, "function", None)):
-        if callable(function):
-            code = getattr(inspect.unwrap(function), "__code__", None)
-            if isinstance(code, CodeType):
-                codes.add(code)
-    return codes
 
 
 class _Explained:

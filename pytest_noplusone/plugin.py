@@ -179,7 +179,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
     """Lazy loads that failed during a passing test because something caught their error."""
-    hidden = diagnosis.swallowed(diagnosis.test_codes(item))
+    hidden = diagnosis.swallowed(item.config.getini("python_files"))
     diagnosis.begin_test()  # reported here or never: makereport must not report them again
     if not hidden or item.config.stash[settings_key].enforce == "off":
         return []
@@ -253,7 +253,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed and call.excinfo is not None:
-        explanation = diagnosis.explain_failure(call.excinfo.value, diagnosis.test_codes(item))
+        python_files = item.config.getini("python_files")
+        explanation = diagnosis.explain_failure(call.excinfo.value, python_files)
         if explanation is not None:
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
     log = item.stash.get(log_key, None)

@@ -81,6 +81,15 @@ async def test_an_expected_error_is_not_a_failure(session):
         user.posts
 
 
+def refuses(instance, key):
+    with pytest.raises(InvalidRequestError):
+        getattr(instance, key)
+
+
+async def test_an_error_expected_by_a_test_helper_is_not_a_failure(session):
+    refuses(await session.get(User, 4), "posts")
+
+
 async def test_detached(sessionmaker):
     async with sessionmaker() as session:
         user = await session.get(User, 1)
@@ -117,7 +126,7 @@ def test_each_lazy_load_failure_is_explained_before_its_traceback(project: Proje
     project.pytester.makepyfile(app=APP)
     project.write_test(ENFORCED_TEST)
     result = project.run("-p", "no:randomly")
-    result.assert_outcomes(failed=9, passed=1)
+    result.assert_outcomes(failed=9, passed=2)
     result.stdout.fnmatch_lines(
         [
             "*_ test_collection _*",
@@ -225,6 +234,7 @@ def test_each_lazy_load_failure_is_explained_before_its_traceback(project: Proje
         ]
     )
     result.stdout.no_fnmatch_line("*_ test_an_expected_error_is_not_a_failure _*")
+    result.stdout.no_fnmatch_line("*_ test_an_error_expected_by_a_test_helper_is_not_a_failure _*")
 
 
 UNENFORCED_TEST = '''
