@@ -241,6 +241,8 @@ def _finding(stats: ShapeStats, threshold: int) -> Finding | None:
     example = stats.example
     if stats.count < threshold or example.executemany or example.loader in _EAGER_LOADERS:
         return None  # eager loaders batch by design; executemany is one round-trip per batch
+    if not example.call_site_key:
+        return None  # library code alone (a pool or driver thread): no line of yours to fix
     if example.loader == "lazy" and example.relationship:
         parents = len(stats.parent_keys)
         if parents < threshold:
