@@ -21,6 +21,21 @@ async def titles(session, user_id):
         return 200, [post.title for post in user.posts]
     except Exception:
         return 500, []
+
+
+def count_in_a_thread(user):
+    """A worker thread that logs and drops its errors."""
+    import threading
+
+    def work():
+        try:
+            len(user.posts)
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
 '''
 
 ENFORCED_TEST = '''
@@ -75,6 +90,10 @@ async def test_app_hid_the_error_and_the_test_passed(session):
     await app.titles(session, 2)
 
 
+async def test_a_worker_thread_hid_the_error(session):
+    app.count_in_a_thread(await session.get(User, 5))
+
+
 async def test_an_expected_error_is_not_a_failure(session):
     user = await session.get(User, 3)
     with pytest.raises(InvalidRequestError):
@@ -126,7 +145,7 @@ def test_each_lazy_load_failure_is_explained_before_its_traceback(project: Proje
     project.pytester.makepyfile(app=APP)
     project.write_test(ENFORCED_TEST)
     result = project.run("-p", "no:randomly")
-    result.assert_outcomes(failed=9, passed=2)
+    result.assert_outcomes(failed=10, passed=2)
     result.stdout.fnmatch_lines(
         [
             "*_ test_collection _*",
@@ -196,6 +215,15 @@ def test_each_lazy_load_failure_is_explained_before_its_traceback(project: Proje
             "",
             "noplusone: User.posts (one-to-many collection) was lazily loaded, *",
             f"  touched at: {app_touch}",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_a_worker_thread_hid_the_error _*",
+            "noplusone: a lazy load failed in this test, but the error never reached the test: *",
+            "",
+            "noplusone: User.posts (one-to-many collection) was lazily loaded, *",
+            f"  touched at: app.py:{line(APP, 'len(user.posts)')} in work",
         ]
     )
     result.stdout.fnmatch_lines(

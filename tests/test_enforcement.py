@@ -34,6 +34,10 @@ class Company(Base2):
     )
     staff_selectin: Mapped[list[Employee]] = relationship(lazy="selectin", viewonly=True)
     staff_joined: Mapped[list[Employee]] = relationship(lazy="joined", viewonly=True)
+    staff_subquery: Mapped[list[Employee]] = relationship(lazy="subquery", viewonly=True)
+    staff_immediate: Mapped[list[Employee]] = relationship(lazy="immediate", viewonly=True)
+    staff_true: Mapped[list[Employee]] = relationship(lazy=True, viewonly=True)
+    staff_noload: Mapped[list[Employee]] = relationship(lazy="noload", viewonly=True)
     staff_viewonly: Mapped[list[Employee]] = relationship(viewonly=True)
     staff_raise: Mapped[list[Employee]] = relationship(lazy="raise", viewonly=True)
     staff_dynamic: DynamicMapped[Employee] = relationship(viewonly=True)
@@ -241,6 +245,7 @@ async def test_the_mapping_says_raise_on_sql(session):
     assert inspect(Company).relationships["staff_selectin"].lazy == "selectin"
     assert inspect(Company).relationships["staff_raise"].lazy == "raise"
     assert inspect(Company).relationships["staff_dynamic"].lazy == "dynamic"
+    assert inspect(Company).relationships["staff_noload"].lazy == "noload"
     assert inspect(Company).relationships["notes"].lazy == "write_only"
 
 
@@ -270,10 +275,14 @@ async def test_inheritance_imperative_backref_and_viewonly_raise(extra):
 
 async def test_eager_defaults_load_and_their_lazy_fallback_is_enforced(extra):
     company = (await extra.scalars(select(Company))).unique().first()
-    assert len(company.staff_selectin) == 3 and len(company.staff_joined) == 3
-    extra.expire(company, ["staff_selectin"])
-    with refused("Company.staff_selectin"):
-        company.staff_selectin
+    eager = ["staff_selectin", "staff_joined", "staff_subquery", "staff_immediate"]
+    assert [len(getattr(company, key)) for key in eager] == [3, 3, 3, 3]
+    extra.expire(company, eager)
+    for key in eager:
+        with refused(f"Company.{key}"):
+            getattr(company, key)
+    with refused("Company.staff_true"):  # lazy=True is lazy="select"
+        company.staff_true
 
 
 async def test_other_lazy_values_are_left_alone(extra):
@@ -281,6 +290,7 @@ async def test_other_lazy_values_are_left_alone(extra):
     with pytest.raises(InvalidRequestError, match="'Company.staff_raise' .* lazy='raise'"):
         company.staff_raise
     assert company.staff_dynamic is not None  # a query object: no load on access
+    assert company.staff_noload == []
     company.notes.add(Note(text="write-only collections still write"))
     await extra.commit()
     notes = await extra.scalars(company.notes.select())
