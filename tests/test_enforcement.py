@@ -397,7 +397,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Mapper, configure_mappers
 
 from models import Base, User
-from pytest_noplusone import enforcement
+from pytest_noplusone import diagnosis, enforcement
 from sqlalchemy.ext.asyncio import AsyncAttrs
 
 INNER = """
@@ -435,7 +435,10 @@ def snapshot():
                 sorted(map(str, prop._strategies)),
             )
     state["awaitable_attrs"] = AsyncAttrs._AsyncAttrGetitem.__dict__["__getattr__"]
-    state["listener"] = event.contains(Mapper, "after_configured", enforcement._after_configured)
+    state["listeners"] = (
+        event.contains(Mapper, "after_configured", enforcement._after_configured),
+        event.contains(Mapper, "load", diagnosis._on_load),
+    )
     return state
 
 
