@@ -35,7 +35,7 @@ _LEXEMES = re.compile(
 )
 _PLACEHOLDERS = re.compile(
     r"__\[POSTCOMPILE_[^\]]*\]"  # an expanding IN list SQLAlchemy did not render yet
-    r"|(?<!%)%\([^)]*\)s"  # pyformat (not an escaped %%)
+    r"|(?<!%)%\([^()%]{0,200}\)s"  # pyformat (not an escaped %%); bounded: never quadratic
     r"|(?<!%)%s"  # format
     r"|\$\d+"  # numeric_dollar (asyncpg)
     r"|(?<![:\w]):[A-Za-z_]\w*"  # named (not ::casts)
@@ -106,7 +106,7 @@ def fingerprint(sql: str) -> str:
 
 _SCAN = re.compile(
     r"(?P<skip>'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z))"
-    r"|%\((?P<pyformat>[^)]*)\)s"
+    r"|%\((?P<pyformat>[^()%]{0,200})\)s"
     r"|(?P<format>%s)"
     r"|\$(?P<dollar>\d+)"
     r"|(?<![:\w]):(?P<named>[A-Za-z_]\w*)"
