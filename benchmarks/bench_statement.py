@@ -3,7 +3,8 @@
 Runs the same statement loop on a sync pysqlite ``:memory:`` engine and on aiosqlite through an
 ``AsyncSession``-style greenlet path, with no window open (listener idle), and with a window open
 (the full per-statement work: shape lookup, frame walk through the greenlet, per-shape aggregates).
-Each variant is repeated, interleaved, and the median is reported. Usage:
+Each variant is repeated, interleaved, and the median CPU time (process_time, so that other
+load on the machine does not skew it) is reported. Usage:
 
     python benchmarks/bench_statement.py [--statements 20000] [--repeats 7]
 """
@@ -32,10 +33,10 @@ def sync_loop(statements: int) -> Callable[[], float]:
     connection = engine.connect()
 
     def run() -> float:
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(statements):
             connection.execute(query).all()
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     return run
 
@@ -57,9 +58,9 @@ def async_loop(statements: int) -> Callable[[], float]:
             (await connection.execute(query)).all()  # type: ignore[attr-defined]
 
     def run() -> float:
-        start = time.perf_counter()
+        start = time.process_time()
         loop.run_until_complete(body())
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     return run
 
