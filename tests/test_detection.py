@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 
+import pytest
 from conftest import Project
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from pytest_noplusone import capture_queries
+from pytest_noplusone.detection import LOOP, REPEAT, Allowance, check, find
 
 LOOPS = """
 import asyncio
@@ -372,3 +389,79 @@ def test_allow_marker(project: Project) -> None:
         ]
     )
     result.stdout.no_fnmatch_line("*User.posts was lazily loaded*")
+
+
+# --- the rules in process, on a sync in-memory SQLite engine (Core only: no mapper state) ----
+
+metadata = MetaData()
+items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String))
+
+
+@pytest.fixture
+def conn() -> Iterator[Connection]:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.connect() as connection:
+        connection.execute(insert(items), [{"id": i, "name": f"n{i}"} for i in range(10)])
+        yield connection
+    engine.dispose()
+
+
+def _by_id(conn: Connection, item_id: int) -> None:
+    conn.execute(select(items).where(items.c.id == item_id)).all()
+
+
+@pytest.mark.allow_nplusone("from items where items.id")
+def test_threshold_is_inclusive_and_values_tell_loops_from_repeats(conn: Connection) -> None:
+    with capture_queries() as loop:
+        for item_id in (1, 2):
+            _by_id(conn, item_id)
+    with capture_queries() as repeat:
+        for _ in range(3):
+            _by_id(conn, 1)
+    assert [finding.kind for finding in find(loop, 2)] == [LOOP]
+    assert find(loop, 3) == []
+    (finding,) = find(repeat, 3)
+    assert (finding.kind, finding.count, finding.distinct) == (REPEAT, 3, 1)
+    assert finding.location.startswith("tests/test_detection.py:")
+    assert finding.location.endswith(" in _by_id")
+    assert finding.call_site[1].function == (
+        "test_threshold_is_inclusive_and_values_tell_loops_from_repeats"
+    )
+
+
+def test_same_statement_from_two_lines_writes_and_pages_are_not_findings(
+    conn: Connection,
+) -> None:
+    with capture_queries() as log:
+        conn.execute(select(items).where(items.c.id == 1)).all()
+        conn.execute(select(items).where(items.c.id == 2)).all()
+        for i in range(3):
+            conn.execute(update(items).where(items.c.id == i).values(name="x"))
+            conn.execute(insert(items), [{"name": "a"}, {"name": "b"}])
+            conn.execute(select(items).order_by(items.c.id).limit(3).offset(3 * i)).all()
+            conn.execute(
+                select(items).where(items.c.id > 3 * i).order_by(items.c.id).limit(3)
+            ).all()
+    assert find(log, 2) == []
+
+
+@pytest.mark.allow_nplusone("from items where items.name")
+def test_a_per_row_loop_with_a_limit_is_still_a_loop(conn: Connection) -> None:
+    with capture_queries() as log:
+        for name in ("n1", "n2"):
+            conn.execute(select(items).where(items.c.name == name).limit(1)).all()
+    assert [finding.kind for finding in find(log, 2)] == [LOOP]
+
+
+@pytest.mark.allow_nplusone("from items where items.id")
+def test_allowance_entries_match_by_substring_or_sql_and_report_unused(conn: Connection) -> None:
+    with capture_queries() as log:
+        for item_id in (1, 2):
+            _by_id(conn, item_id)
+    allow = Allowance(entries=("WHERE  items.id = :id_1", "Item.nothing"))
+    outcome = check(log, 2, allow)
+    assert outcome.findings == []
+    assert len(outcome.allowed) == 1
+    assert outcome.unused == ["Item.nothing"]
+    assert check(log, 2, Allowance(entries=("FROM other",))).findings != []
