@@ -269,7 +269,8 @@ class QueryLog:
             stats.parent_keys.add(query.parent_key)
         # Sampled from the first executions: enough to tell a loop from a repeat, and a shape
         # repeated a million times costs no more than one repeated 64 times.
-        if stats.count <= _MAX_DISTINCT and not query.executemany:
+        # (ORM loaders are judged by parents, not values: skip their often long IN lists.)
+        if stats.count <= _MAX_DISTINCT and query.loader is None and not query.executemany:
             stats.parameter_sets.add(detection.parameter_key(query.sql, query.parameters))
 
     def __len__(self) -> int:
