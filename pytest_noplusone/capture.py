@@ -7,6 +7,7 @@ process-wide, so queries made in other threads and tasks count too.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -18,9 +19,10 @@ from types import CodeType, FrameType
 from typing import Any
 
 import greenlet
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.orm import strategies as _strategies
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from . import detection
 
@@ -29,7 +31,7 @@ __all__ = ["CapturedQuery", "Location", "QueryLog", "ShapeStats"]
 #: How many user frames make a call site (innermost first).
 CALL_SITE_DEPTH = 4
 
-_USER, _SKIP, _BOUNDARY, _STRATEGIES = 0, 1, 2, 3
+_USER, _SKIP, _BOUNDARY = 0, 1, 2
 
 _TRANSACTION_CONTROL = re.compile(
     r"\s*(begin|start\s+transaction|commit|end|rollback|savepoint|release)\b",
@@ -57,8 +59,8 @@ _SITE_DIRS = tuple(
     os.path.abspath(p) + os.sep
     for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
 )
-_STRATEGIES_FILE = os.path.abspath(_strategies.__file__)
-_SQLALCHEMY_DIR = os.path.dirname(os.path.dirname(_STRATEGIES_FILE)) + os.sep
+_ASYNCIO_EVENTS = os.path.abspath(asyncio.events.__file__)
+_SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
 _kinds: dict[str, int] = {}
 
 
@@ -76,10 +78,13 @@ def _classify(filename: str) -> int:
         path = os.path.abspath(filename)
         boundaries = tuple(d for d in (_module_dir("pluggy"), _module_dir("_pytest")) if d)
         skipped = tuple(d for d in map(_module_dir, _INFRASTRUCTURE) if d)
-        if path == _STRATEGIES_FILE:
-            kind = _STRATEGIES
-        elif path.startswith(boundaries) or path == os.path.abspath(
-            str(getattr(sys.modules.get("pytest"), "__file__", ""))
+        if (
+            path.startswith(boundaries)
+            or path == os.path.abspath(str(getattr(sys.modules.get("pytest"), "__file__", "")))
+            # The event loop's callback runner: what lies beyond it drives the loop (a test
+            # runner or asyncio.run), and walking it for every statement would cost more than
+            # the caller's caller is worth.
+            or path == _ASYNCIO_EVENTS
         ):
             kind = _BOUNDARY
         elif path.startswith((_PACKAGE_DIR + os.sep, _SQLALCHEMY_DIR, *skipped)) or (
@@ -90,31 +95,6 @@ def _classify(filename: str) -> int:
             kind = _USER
     _kinds[filename] = kind
     return kind
-
-
-def _loader_code(class_names: Sequence[str], method: str) -> CodeType | None:
-    for class_name in class_names:
-        cls = getattr(_strategies, class_name, None)
-        function = getattr(cls, method, None)
-        code = getattr(function, "__code__", None)
-        if isinstance(code, CodeType):
-            return code
-    return None
-
-
-_LAZY_CODE = _loader_code(("_LazyLoader", "LazyLoader"), "_load_for_state")
-_POST_LOADER_CODES: dict[CodeType | None, str] = {
-    _loader_code(("_SelectInLoader", "SelectInLoader"), "_load_for_path"): "selectin",
-    _loader_code(("_ImmediateLoader", "ImmediateLoader"), "_load_for_path"): "immediate",
-}
-_subq = getattr(_strategies, "_SubqueryLoader", None) or getattr(
-    _strategies, "SubqueryLoader", None
-)
-_subq_collections = getattr(_subq, "_SubqCollections", None)
-_subq_load = getattr(getattr(_subq_collections, "_load", None), "__code__", None)
-if isinstance(_subq_load, CodeType):
-    _POST_LOADER_CODES[_subq_load] = "subquery"
-_POST_LOADER_CODES.pop(None, None)
 
 
 _root = os.getcwd()
@@ -150,11 +130,26 @@ class Location:
 _Frames = tuple[tuple[str, int, str], ...]
 
 
+class _Site:
+    """One call site, interned: its identity is its hash, so grouping by it is cheap."""
+
+    __slots__ = ("codes", "frames")
+
+    def __init__(self, codes: tuple[CodeType, ...], frames: _Frames) -> None:
+        self.codes = codes  # keeps the code objects alive, so their ids stay unique
+        self.frames = frames
+
+
+_sites: dict[tuple[int, ...], _Site] = {}
+_MAX_SITES = 50_000
+
+
 class CapturedQuery:
     """One DB-API cursor execution."""
 
     __slots__ = (
         "_frames",
+        "_site",
         "_url",
         "executemany",
         "fingerprint",
@@ -172,7 +167,7 @@ class CapturedQuery:
         executemany: bool,
         fingerprint: str,
         url: URL | None,
-        frames: _Frames,
+        site: _Site,
         loader: str | None = None,
         relationship: str | None = None,
         parent_key: Any = None,
@@ -183,9 +178,10 @@ class CapturedQuery:
         self.executemany = executemany
         self.fingerprint = fingerprint
         self._url = url
-        self._frames = frames
-        #: ``"lazy"``, ``"selectin"``, ``"subquery"`` or ``"immediate"`` when an ORM loader
-        #: strategy issued the statement, else ``None``.
+        self._site = site
+        self._frames = site.frames
+        #: ``"lazy"`` when a lazy loader (or ``awaitable_attrs``) issued the statement,
+        #: ``"eager"`` for the batches of a ``selectinload``/``subqueryload``, else ``None``.
         self.loader = loader
         #: ``"Model.attr"`` for a lazy load.
         self.relationship = relationship
@@ -245,9 +241,9 @@ class QueryLog:
         #: Exact counts per fingerprint.
         self.fingerprints: dict[str, int] = {}
         #: Per (fingerprint, call site) aggregates, in first-seen order.
-        self.shapes: dict[tuple[str, _Frames], ShapeStats] = {}
+        self.shapes: dict[tuple[str, _Site], ShapeStats] = {}
         #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
-        self.exempt: set[tuple[str, _Frames]] = set()
+        self.exempt: set[tuple[str, _Site]] = set()
 
     @property
     def truncated(self) -> bool:
@@ -260,7 +256,7 @@ class QueryLog:
             self.queries.append(query)
         fingerprint = query.fingerprint
         self.fingerprints[fingerprint] = self.fingerprints.get(fingerprint, 0) + 1
-        key = (fingerprint, query._frames)
+        key = (fingerprint, query._site)
         stats = self.shapes.get(key)
         if stats is None:
             stats = self.shapes[key] = ShapeStats(query)
@@ -325,40 +321,128 @@ def _shape(statement: str) -> _Shape:
     return shape
 
 
-def _walk(frame: FrameType | None, out: list[tuple[str, int, str]], found: list[Any]) -> bool:
-    """Collect user frames from ``frame`` outwards; True when the walk is complete."""
+def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> bool:
+    """Collect user frames from ``frame`` outwards; True when the walk is complete.
+
+    ``parts`` gets ``id(code), line`` per user frame (the site's cache key); ``codes``, when
+    given, the code objects themselves.
+    """
     kinds = _kinds
     while frame is not None:
         code = frame.f_code
-        filename = code.co_filename
-        kind = kinds.get(filename)
+        kind = kinds.get(code.co_filename)
         if kind is None:
-            kind = _classify(filename)
+            kind = _classify(code.co_filename)
         if kind == _USER:
-            out.append((filename, frame.f_lineno, code.co_name))
-            if len(out) >= CALL_SITE_DEPTH:
+            parts.append(id(code))
+            parts.append(frame.f_lineno)
+            if codes is not None:
+                codes.append(code)
+            if len(parts) >= 2 * CALL_SITE_DEPTH:
                 return True
         elif kind == _BOUNDARY:
             return True
-        elif kind == _STRATEGIES and not found:
-            if code is _LAZY_CODE:
-                found.append(("lazy", frame))
-            elif code in _POST_LOADER_CODES:
-                found.append((_POST_LOADER_CODES[code], None))
         frame = frame.f_back
     return False
 
 
-def _user_frames(frame: FrameType | None) -> tuple[_Frames, list[Any]]:
-    out: list[tuple[str, int, str]] = []
-    found: list[Any] = []
-    if not _walk(frame, out, found):
+def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> None:
+    if not _walk(frame, parts, codes):
         # Inside an AsyncSession call the statement runs in a child greenlet whose frames end
         # at SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
         parent = greenlet.getcurrent().parent
-        while parent is not None and not _walk(parent.gr_frame, out, found):
+        while parent is not None and not _walk(parent.gr_frame, parts, codes):
             parent = parent.parent
-    return tuple(out), found
+
+
+def _site(frame: FrameType | None) -> _Site:
+    """The interned call site of the user frames from ``frame`` outwards."""
+    parts: list[int] = []
+    _collect(frame, parts, None)
+    key = tuple(parts)
+    site = _sites.get(key)
+    if site is None:
+        codes: list[CodeType] = []
+        _collect(frame, [], codes)
+        frames = tuple(
+            (code.co_filename, line, code.co_name)
+            for code, line in zip(codes, parts[1::2], strict=True)
+        )
+        if len(_sites) >= _MAX_SITES:
+            _sites.clear()
+        site = _sites[key] = _Site(tuple(codes), frames)
+    return site
+
+
+def _user_frames(frame: FrameType | None) -> tuple[_Frames, list[Any]]:
+    """The user frames (innermost first) from ``frame`` outwards, through parent greenlets."""
+    return _site(frame).frames, []
+
+
+# Skipping SQLAlchemy's frames one by one costs a frame object each. Most statements arrive
+# through a handful of call paths, so the depth of the first frame that is not infrastructure
+# is learned per path: a hint (depth, code of the frame just below it) is checked by fetching
+# that one frame with sys._getframe, and a miss falls back to the walk, which learns a hint.
+_hints: list[tuple[int, CodeType]] = []
+_MAX_HINTS = 16
+
+
+def _first_candidate() -> FrameType | None:
+    """The first frame below the listener that is not infrastructure (None: the chain ended).
+
+    Called only from ``_record``, so depths counted from here are the same for every statement.
+    """
+    for depth, code in _hints:
+        try:
+            hinted = sys._getframe(depth)
+        except ValueError:
+            continue
+        if hinted.f_code is code:
+            return hinted.f_back
+    # Learn: 0 is this function, 1 _record, 2 the listener, 3 SQLAlchemy's dispatcher.
+    kinds = _kinds
+    frame: FrameType | None = sys._getframe(3)
+    depth = 3
+    below = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = _classify(filename)
+        if kind != _SKIP:
+            break
+        below = frame
+        frame = frame.f_back
+        depth += 1
+    if below is not None:
+        if len(_hints) >= _MAX_HINTS:
+            del _hints[0]
+        _hints.append((depth - 1, below.f_code))
+    return frame
+
+
+_LOADER_OPTION = "_noplusone_loader"
+
+
+def _on_orm_execute(state: ORMExecuteState) -> None:
+    """Tag relationship loads, so the cursor listener knows which loader issued a statement."""
+    if not _windows:
+        return
+    try:
+        if not state.is_relationship_load:
+            return
+        prop = getattr(state.loader_strategy_path, "prop", None)
+        parent = state.lazy_loaded_from
+        name = str(prop) if prop is not None else None
+        info: tuple[str, str | None, object] = (
+            ("lazy", name, parent.key or id(parent))
+            if parent is not None
+            else ("eager", name, None)
+        )
+        state.update_execution_options(**{_LOADER_OPTION: info})
+    except Exception as error:  # never raise into the user's query
+        if len(_listener_errors) < 10:
+            _listener_errors.append(error)
 
 
 def _before_cursor_execute(
@@ -372,25 +456,24 @@ def _before_cursor_execute(
     if not _windows:
         return
     try:
-        _record(conn, statement, parameters, executemany)
+        _record(conn, statement, parameters, context, executemany)
     except Exception as error:  # a guest in the user's query: never raise into it
         if len(_listener_errors) < 10:
             _listener_errors.append(error)
 
 
-def _record(conn: Connection, statement: str, parameters: Any, executemany: bool) -> None:
-    shape = _shape(statement)
+def _record(
+    conn: Connection, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    compiled = getattr(context, "compiled", None)
+    # The compiled string is one object per compiled statement: its hash is cached, and an
+    # expanded IN list or insertmanyvalues batch does not make a new cache entry.
+    shape = _shape(compiled.string if compiled is not None else statement)
     if not shape.counted:
         return
-    frames, found = _user_frames(sys._getframe(2))
-    loader = relationship = parent_key = None
-    if found:
-        loader, frame = found[0]
-        if frame is not None:
-            local = frame.f_locals
-            relationship = str(local["self"].parent_property)
-            state = local.get("state")
-            parent_key = getattr(state, "key", None) or id(state)
+    site = _site(_first_candidate())
+    info = context.execution_options.get(_LOADER_OPTION) if context is not None else None
+    loader, relationship, parent_key = info if info is not None else (None, None, None)
     engine = conn.engine
     query = CapturedQuery(
         statement,
@@ -398,7 +481,7 @@ def _record(conn: Connection, statement: str, parameters: Any, executemany: bool
         executemany,
         shape.fingerprint,
         engine.url,
-        frames,
+        site,
         loader,
         relationship,
         parent_key,
@@ -416,6 +499,7 @@ def acquire() -> None:
         _users += 1
         if _users == 1:
             event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
+            event.listen(Session, "do_orm_execute", _on_orm_execute)
 
 
 def release() -> None:
@@ -425,6 +509,7 @@ def release() -> None:
         _users -= 1
         if _users == 0:
             event.remove(Engine, "before_cursor_execute", _before_cursor_execute)
+            event.remove(Session, "do_orm_execute", _on_orm_execute)
 
 
 def open_window(log: QueryLog) -> None:

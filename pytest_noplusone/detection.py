@@ -209,7 +209,7 @@ MAX_DISTINCT = 64
 #: and the same SELECT with the same values run again and again.
 LAZY_LOAD, LOOP, REPEAT = "lazy_load", "loop", "repeat"
 
-_EAGER_LOADERS = frozenset({"selectin", "subquery", "immediate"})
+_EAGER_LOADERS = frozenset({"eager", "selectin", "subquery", "immediate"})
 _READS = ("select", "with", "(select", "values")
 _PAGED = re.compile(r"\b(?:limit|offset|fetch (?:first|next)|top)\b")
 
