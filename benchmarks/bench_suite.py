@@ -138,10 +138,15 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--statements", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--backends", default="sync-pysqlite-memory,aiosqlite,asyncpg", help="comma-separated"
+    )
     args = parser.parse_args()
+    wanted = set(args.backends.split(","))
     backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
     if os.environ.get("NOPLUSONE_PG_URL"):
         backends["asyncpg"] = os.environ["NOPLUSONE_PG_URL"]
+    backends = {name: url for name, url in backends.items() if name in wanted}
     print(f"{args.tests} tests x {args.statements} statements, {args.rounds} A/B rounds")
     with tempfile.TemporaryDirectory() as tmp:
         for backend, url in backends.items():

@@ -1,7 +1,7 @@
 """Capture SQL round-trips from every Engine and attribute each to the user's line of code.
 
-One listener on the ``Engine`` *class* sees every sync engine and the ``sync_engine`` behind
-every ``AsyncEngine``. It records into the open windows (``QueryLog`` objects); the windows are
+Listeners on the ``Engine`` *class* see every sync engine and the ``sync_engine`` behind
+every ``AsyncEngine``. They record into the open windows (``QueryLog`` objects); the windows are
 process-wide, so queries made in other threads and tasks count too.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import greenlet
 import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from . import detection
@@ -346,31 +346,38 @@ def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | Non
     return False
 
 
-def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> None:
-    if not _walk(frame, parts, codes):
-        # Inside an AsyncSession call the statement runs in a child greenlet whose frames end
-        # at SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
-        parent = greenlet.getcurrent().parent
-        while parent is not None and not _walk(parent.gr_frame, parts, codes):
-            parent = parent.parent
+def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> bool:
+    if _walk(frame, parts, codes):
+        return True
+    # Inside an AsyncSession call the statement runs in a child greenlet whose frames end at
+    # SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
+    parent = greenlet.getcurrent().parent
+    while parent is not None:
+        if _walk(parent.gr_frame, parts, codes):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _site(frame: FrameType | None) -> _Site:
     """The interned call site of the user frames from ``frame`` outwards."""
     parts: list[int] = []
-    _collect(frame, parts, None)
-    key = tuple(parts)
-    site = _sites.get(key)
-    if site is None:
-        codes: list[CodeType] = []
-        _collect(frame, [], codes)
-        frames = tuple(
-            (code.co_filename, line, code.co_name)
-            for code, line in zip(codes, parts[1::2], strict=True)
-        )
-        if len(_sites) >= _MAX_SITES:
-            _sites.clear()
-        site = _sites[key] = _Site(tuple(codes), frames)
+    if not _walk(frame, parts, None):
+        _collect(None, parts, None)  # the parent greenlets
+    site = _sites.get(tuple(parts))
+    return site if site is not None else _new_site(frame, parts)
+
+
+def _new_site(frame: FrameType | None, parts: list[int]) -> _Site:
+    codes: list[CodeType] = []
+    _collect(frame, [], codes)
+    frames = tuple(
+        (code.co_filename, line, code.co_name)
+        for code, line in zip(codes, parts[1::2], strict=True)
+    )
+    if len(_sites) >= _MAX_SITES:
+        _sites.clear()
+    site = _sites[tuple(parts)] = _Site(tuple(codes), frames)
     return site
 
 
@@ -390,7 +397,7 @@ _MAX_HINTS = 16
 def _first_candidate() -> FrameType | None:
     """The first frame below the listener that is not infrastructure (None: the chain ended).
 
-    Called only from ``_record``, so depths counted from here are the same for every statement.
+    Called only from ``_capture``, so depths counted from here are the same for every statement.
     """
     for depth, code in _hints:
         try:
@@ -399,7 +406,7 @@ def _first_candidate() -> FrameType | None:
             continue
         if hinted.f_code is code:
             return hinted.f_back
-    # Learn: 0 is this function, 1 _record, 2 the listener, 3 SQLAlchemy's dispatcher.
+    # Learn: 0 is this function, 1 _capture, 2 the listener, 3 SQLAlchemy's execution.
     kinds = _kinds
     frame: FrameType | None = sys._getframe(3)
     depth = 3
@@ -445,51 +452,70 @@ def _on_orm_execute(state: ORMExecuteState) -> None:
             _listener_errors.append(error)
 
 
-def _before_cursor_execute(
-    conn: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: Any,
-    executemany: bool,
-) -> None:
-    if not _windows:
-        return
+# The listeners are DialectEvents (do_execute, do_executemany, do_execute_no_params): they fire
+# for every DB-API cursor execution, insertmanyvalues batches included, and unlike
+# ConnectionEvents they do not switch SQLAlchemy's execution path to its slower, event-firing
+# branch for every statement.
+
+
+def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
+    if _windows:
+        _capture(statement, parameters, context, False)
+
+
+def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
+    if _windows:
+        _capture(statement, parameters, context, True)
+
+
+def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
+    if _windows:
+        _capture(statement, (), context, False)
+
+
+def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -> None:
     try:
-        _record(conn, statement, parameters, context, executemany)
+        connection = context.root_connection
+        if not connection._allow_autobegin:
+            return  # the dialect's first-connect initialisation
+        # The compiled string is one object per compiled statement: its hash is cached, and
+        # an expanded IN list or insertmanyvalues batch does not make a new cache entry.
+        compiled = context.compiled
+        key = compiled.string if compiled is not None else statement
+        shape = _shapes.get(key)
+        if shape is None:
+            shape = _shape(key)
+        if not shape.counted:
+            return
+        site = _site(_first_candidate())
+        info = context.execution_options.get(_LOADER_OPTION)
+        loader, relationship, parent_key = info if info is not None else (None, None, None)
+        engine = connection.engine
+        query = CapturedQuery(
+            statement,
+            parameters,
+            executemany,
+            shape.fingerprint,
+            engine.url,
+            site,
+            loader,
+            relationship,
+            parent_key,
+        )
+        with _lock:
+            for log in _windows:
+                if log._engine is None or log._engine is engine:
+                    log._add(query)
     except Exception as error:  # a guest in the user's query: never raise into it
         if len(_listener_errors) < 10:
             _listener_errors.append(error)
 
 
-def _record(
-    conn: Connection, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
-    compiled = getattr(context, "compiled", None)
-    # The compiled string is one object per compiled statement: its hash is cached, and an
-    # expanded IN list or insertmanyvalues batch does not make a new cache entry.
-    shape = _shape(compiled.string if compiled is not None else statement)
-    if not shape.counted:
-        return
-    site = _site(_first_candidate())
-    info = context.execution_options.get(_LOADER_OPTION) if context is not None else None
-    loader, relationship, parent_key = info if info is not None else (None, None, None)
-    engine = conn.engine
-    query = CapturedQuery(
-        statement,
-        parameters,
-        executemany,
-        shape.fingerprint,
-        engine.url,
-        site,
-        loader,
-        relationship,
-        parent_key,
-    )
-    with _lock:
-        for log in _windows:
-            if log._engine is None or log._engine is engine:
-                log._add(query)
+_LISTENERS = (
+    ("do_execute", _do_execute),
+    ("do_executemany", _do_executemany),
+    ("do_execute_no_params", _do_execute_no_params),
+)
 
 
 def acquire() -> None:
@@ -498,7 +524,8 @@ def acquire() -> None:
     with _lock:
         _users += 1
         if _users == 1:
-            event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
+            for name, listener in _LISTENERS:
+                event.listen(Engine, name, listener)
             event.listen(Session, "do_orm_execute", _on_orm_execute)
 
 
@@ -508,7 +535,8 @@ def release() -> None:
     with _lock:
         _users -= 1
         if _users == 0:
-            event.remove(Engine, "before_cursor_execute", _before_cursor_execute)
+            for name, listener in _LISTENERS:
+                event.remove(Engine, name, listener)
             event.remove(Session, "do_orm_execute", _on_orm_execute)
 
 
