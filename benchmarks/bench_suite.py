@@ -119,11 +119,9 @@ def generate(root: Path, backend: str, tests: int, statements: int) -> Path:
     return directory
 
 
-def run_once(directory: Path, url: str, plugin: bool) -> float:
-    """One pytest run; its wall time in seconds."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-    if not plugin:
-        command += ["-p", "no:noplusone"]
+def run_once(directory: Path, url: str, options: list[str]) -> float:
+    """One pytest run with extra command-line ``options``; its wall time in seconds."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *options]
     env = {**os.environ, "BENCH_URL": url}
     start = time.perf_counter()
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
@@ -151,11 +149,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for backend, url in backends.items():
             directory = generate(Path(tmp), backend, args.tests, args.statements)
-            run_once(directory, url, plugin=True)  # warm the file system and bytecode caches
+            run_once(directory, url, [])  # warm the file system and bytecode caches
             on, off = [], []
             for _ in range(args.rounds):
-                off.append(run_once(directory, url, plugin=False))
-                on.append(run_once(directory, url, plugin=True))
+                off.append(run_once(directory, url, ["-p", "no:noplusone"]))
+                on.append(run_once(directory, url, []))
             with_plugin, without = statistics.median(on), statistics.median(off)
             print(
                 f"{backend:<22} without {without:6.2f} s   with {with_plugin:6.2f} s   "
