@@ -346,44 +346,38 @@ def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | Non
     return False
 
 
-def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> bool:
+def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> None:
     if _walk(frame, parts, codes):
-        return True
+        return
     # Inside an AsyncSession call the statement runs in a child greenlet whose frames end at
     # SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
     parent = greenlet.getcurrent().parent
-    while parent is not None:
-        if _walk(parent.gr_frame, parts, codes):
-            return True
+    while parent is not None and not _walk(parent.gr_frame, parts, codes):
         parent = parent.parent
-    return False
 
 
 def _site(frame: FrameType | None) -> _Site:
     """The interned call site of the user frames from ``frame`` outwards."""
     parts: list[int] = []
-    if not _walk(frame, parts, None):
-        _collect(None, parts, None)  # the parent greenlets
-    site = _sites.get(tuple(parts))
-    return site if site is not None else _new_site(frame, parts)
-
-
-def _new_site(frame: FrameType | None, parts: list[int]) -> _Site:
-    codes: list[CodeType] = []
-    _collect(frame, [], codes)
-    frames = tuple(
-        (code.co_filename, line, code.co_name)
-        for code, line in zip(codes, parts[1::2], strict=True)
-    )
-    if len(_sites) >= _MAX_SITES:
-        _sites.clear()
-    site = _sites[tuple(parts)] = _Site(tuple(codes), frames)
+    _collect(frame, parts, None)
+    key = tuple(parts)
+    site = _sites.get(key)
+    if site is None:
+        codes: list[CodeType] = []
+        _collect(frame, [], codes)  # only on a miss: the code objects themselves
+        frames = tuple(
+            (code.co_filename, line, code.co_name)
+            for code, line in zip(codes, parts[1::2], strict=True)
+        )
+        if len(_sites) >= _MAX_SITES:
+            _sites.clear()
+        site = _sites[key] = _Site(tuple(codes), frames)
     return site
 
 
-def _user_frames(frame: FrameType | None) -> tuple[_Frames, list[Any]]:
+def _user_frames(frame: FrameType | None) -> _Frames:
     """The user frames (innermost first) from ``frame`` outwards, through parent greenlets."""
-    return _site(frame).frames, []
+    return _site(frame).frames
 
 
 # Skipping SQLAlchemy's frames one by one costs a frame object each. Most statements arrive

@@ -109,7 +109,7 @@ def _on_load(state: Any, context: Any) -> None:
         return
     try:
         _last_runid = runid
-        frames, _ = capture._user_frames(sys._getframe(1))
+        frames = capture._user_frames(sys._getframe(1))
         if len(_sites) >= _MAX_SITES:
             _sites.clear()
         _sites[runid] = Location(*frames[0]) if frames else None
@@ -301,7 +301,7 @@ def record(prop: Any, state: Any, error: BaseException) -> None:
         found = _cause(error)
         if found is None:
             return
-        frames, _ = capture._user_frames(sys._getframe(2))
+        frames = capture._user_frames(sys._getframe(2))
         touched = tuple(Location(*frame) for frame in frames[:_CALL_SITE])
         _add(_describe(prop, state, found[0], touched), [error])
     except Exception:  # never replace the user's error with ours
@@ -324,7 +324,7 @@ def _on_handle_error(context: Any) -> None:
         token = getattr(loader.f_locals["self"], "parent_token", None)
         if token is None or not hasattr(token, "parent"):
             return
-        frames, _ = capture._user_frames(loader.f_back)
+        frames = capture._user_frames(loader.f_back)
         touched = tuple(Location(*user) for user in frames[:_CALL_SITE])
         load = _describe(token, loader.f_locals.get("state"), "missing_greenlet", touched)
         _add(load, [original, context.sqlalchemy_exception])
