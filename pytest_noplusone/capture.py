@@ -22,7 +22,6 @@ import greenlet
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.orm import ORMExecuteState, Session
 
 from . import detection
 
@@ -133,32 +132,19 @@ _Frames = tuple[tuple[str, int, str], ...]
 class _Site:
     """One call site, interned: its identity is its hash, so grouping by it is cheap."""
 
-    __slots__ = ("codes", "frames")
+    __slots__ = ("frames",)
 
-    def __init__(self, codes: tuple[CodeType, ...], frames: _Frames) -> None:
-        self.codes = codes  # keeps the code objects alive, so their ids stay unique
+    def __init__(self, frames: _Frames) -> None:
         self.frames = frames
 
 
-_sites: dict[tuple[int, ...], _Site] = {}
 _MAX_SITES = 50_000
 
 
 class CapturedQuery:
     """One DB-API cursor execution."""
 
-    __slots__ = (
-        "_frames",
-        "_site",
-        "_url",
-        "executemany",
-        "fingerprint",
-        "loader",
-        "parameters",
-        "parent_key",
-        "relationship",
-        "sql",
-    )
+    __slots__ = ("_loader", "_site", "_url", "executemany", "fingerprint", "parameters", "sql")
 
     def __init__(
         self,
@@ -168,9 +154,7 @@ class CapturedQuery:
         fingerprint: str,
         url: URL | None,
         site: _Site,
-        loader: str | None = None,
-        relationship: str | None = None,
-        parent_key: Any = None,
+        loader: tuple[str, str, Any] | None = None,
     ) -> None:
         self.sql = sql
         #: The parameters as passed to the DB-API; kept in memory only, never written to a file.
@@ -179,14 +163,27 @@ class CapturedQuery:
         self.fingerprint = fingerprint
         self._url = url
         self._site = site
-        self._frames = site.frames
-        #: ``"lazy"`` when a lazy loader (or ``awaitable_attrs``) issued the statement,
-        #: ``"eager"`` for the batches of a ``selectinload``/``subqueryload``, else ``None``.
-        self.loader = loader
-        #: ``"Model.attr"`` for a lazy load.
-        self.relationship = relationship
-        #: The identity key of the object whose relationship was lazily loaded.
-        self.parent_key = parent_key
+        self._loader = loader
+
+    @property
+    def loader(self) -> str | None:
+        """``"lazy"`` when a lazy loader (or ``awaitable_attrs``) issued the statement,
+        ``"eager"`` for the batches of a ``selectinload``/``subqueryload``, else ``None``."""
+        return self._loader[0] if self._loader is not None else None
+
+    @property
+    def relationship(self) -> str | None:
+        """``"Model.attr"`` for a relationship load."""
+        return self._loader[1] if self._loader is not None else None
+
+    @property
+    def parent_key(self) -> Any:
+        """The identity key of the object whose relationship was lazily loaded."""
+        return self._loader[2] if self._loader is not None else None
+
+    @property
+    def _frames(self) -> _Frames:
+        return self._site.frames
 
     @property
     def engine(self) -> str:
@@ -238,8 +235,6 @@ class QueryLog:
         self.count = 0
         #: The captured statements (the first ``keep`` of them when a limit is set).
         self.queries: list[CapturedQuery] = []
-        #: Exact counts per fingerprint.
-        self.fingerprints: dict[str, int] = {}
         #: Per (fingerprint, call site) aggregates, in first-seen order.
         self.shapes: dict[tuple[str, _Site], ShapeStats] = {}
         #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
@@ -254,20 +249,33 @@ class QueryLog:
         self.count += 1
         if self._keep is None or len(self.queries) < self._keep:
             self.queries.append(query)
-        fingerprint = query.fingerprint
-        self.fingerprints[fingerprint] = self.fingerprints.get(fingerprint, 0) + 1
-        key = (fingerprint, query._site)
+        key = (query.fingerprint, query._site)
         stats = self.shapes.get(key)
         if stats is None:
             stats = self.shapes[key] = ShapeStats(query)
         stats.count += 1
-        if query.parent_key is not None and len(stats.parent_keys) < _MAX_DISTINCT:
-            stats.parent_keys.add(query.parent_key)
+        loader = query._loader
+        if loader is not None:
+            # ORM loaders are judged by their parents, not by their (often long) IN lists.
+            if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
+                stats.parent_keys.add(loader[2])
         # Sampled from the first executions: enough to tell a loop from a repeat, and a shape
-        # repeated a million times costs no more than one repeated 64 times.
-        # (ORM loaders are judged by parents, not values: skip their often long IN lists.)
-        if stats.count <= _MAX_DISTINCT and query.loader is None and not query.executemany:
+        # repeated a million times costs no more than one repeated 64 times. Only "one value
+        # or several" is read, so sampling stops at two distinct values.
+        elif (
+            stats.count <= _MAX_DISTINCT
+            and len(stats.parameter_sets) < 2
+            and not query.executemany
+        ):
             stats.parameter_sets.add(detection.parameter_key(query.sql, query.parameters))
+
+    @property
+    def fingerprints(self) -> dict[str, int]:
+        """Exact counts per fingerprint."""
+        counts: dict[str, int] = {}
+        for (fingerprint, _), stats in self.shapes.items():
+            counts[fingerprint] = counts.get(fingerprint, 0) + stats.count
+        return counts
 
     def __len__(self) -> int:
         return self.count
@@ -321,11 +329,12 @@ def _shape(statement: str) -> _Shape:
     return shape
 
 
-def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> bool:
+def _walk(frame: FrameType | None, parts: list[int], frames: list[FrameType] | None) -> bool:
     """Collect user frames from ``frame`` outwards; True when the walk is complete.
 
-    ``parts`` gets ``id(code), line`` per user frame (the site's cache key); ``codes``, when
-    given, the code objects themselves.
+    ``parts`` gets ``id(code), f_lasti`` per user frame (the site's cache key: unlike
+    ``f_lineno``, ``f_lasti`` is read without decoding the line table); ``frames``, when given,
+    the frames themselves.
     """
     kinds = _kinds
     while frame is not None:
@@ -335,9 +344,9 @@ def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | Non
             kind = _classify(code.co_filename)
         if kind == _USER:
             parts.append(id(code))
-            parts.append(frame.f_lineno)
-            if codes is not None:
-                codes.append(code)
+            parts.append(frame.f_lasti)
+            if frames is not None:
+                frames.append(frame)
             if len(parts) >= 2 * CALL_SITE_DEPTH:
                 return True
         elif kind == _BOUNDARY:
@@ -346,14 +355,22 @@ def _walk(frame: FrameType | None, parts: list[int], codes: list[CodeType] | Non
     return False
 
 
-def _collect(frame: FrameType | None, parts: list[int], codes: list[CodeType] | None) -> None:
-    if _walk(frame, parts, codes):
+def _collect(frame: FrameType | None, parts: list[int], frames: list[FrameType] | None) -> None:
+    if _walk(frame, parts, frames):
         return
     # Inside an AsyncSession call the statement runs in a child greenlet whose frames end at
     # SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
     parent = greenlet.getcurrent().parent
-    while parent is not None and not _walk(parent.gr_frame, parts, codes):
+    while parent is not None and not _walk(parent.gr_frame, parts, frames):
         parent = parent.parent
+
+
+# Two levels: the code objects and instruction offsets of the user frames (cheap to read;
+# several offsets share a line) map to the site of their lines, interned so that grouping by
+# site is grouping by identity. Each entry keeps its code objects alive, so their ids stay
+# unique while cached.
+_sites_by_offset: dict[tuple[int, ...], tuple[_Site, tuple[CodeType, ...]]] = {}
+_sites: dict[_Frames, _Site] = {}
 
 
 def _site(frame: FrameType | None) -> _Site:
@@ -361,17 +378,19 @@ def _site(frame: FrameType | None) -> _Site:
     parts: list[int] = []
     _collect(frame, parts, None)
     key = tuple(parts)
-    site = _sites.get(key)
+    entry = _sites_by_offset.get(key)
+    if entry is not None:
+        return entry[0]
+    found: list[FrameType] = []
+    _collect(frame, [], found)  # only on a miss: the frames themselves, for their lines
+    frames = tuple((each.f_code.co_filename, each.f_lineno, each.f_code.co_name) for each in found)
+    if len(_sites_by_offset) >= _MAX_SITES:
+        _sites_by_offset.clear()
+        _sites.clear()
+    site = _sites.get(frames)
     if site is None:
-        codes: list[CodeType] = []
-        _collect(frame, [], codes)  # only on a miss: the code objects themselves
-        frames = tuple(
-            (code.co_filename, line, code.co_name)
-            for code, line in zip(codes, parts[1::2], strict=True)
-        )
-        if len(_sites) >= _MAX_SITES:
-            _sites.clear()
-        site = _sites[key] = _Site(tuple(codes), frames)
+        site = _sites[frames] = _Site(frames)
+    _sites_by_offset[key] = (site, tuple(each.f_code for each in found))
     return site
 
 
@@ -384,23 +403,15 @@ def _user_frames(frame: FrameType | None) -> _Frames:
 # through a handful of call paths, so the depth of the first frame that is not infrastructure
 # is learned per path: a hint (depth, code of the frame just below it) is checked by fetching
 # that one frame with sys._getframe, and a miss falls back to the walk, which learns a hint.
+# Depths count from ``_capture``'s frame (0), whose caller is the listener (1).
 _hints: list[tuple[int, CodeType]] = []
 _MAX_HINTS = 16
 
 
-def _first_candidate() -> FrameType | None:
-    """The first frame below the listener that is not infrastructure (None: the chain ended).
-
-    Called only from ``_capture``, so depths counted from here are the same for every statement.
-    """
-    for depth, code in _hints:
-        try:
-            hinted = sys._getframe(depth)
-        except ValueError:
-            continue
-        if hinted.f_code is code:
-            return hinted.f_back
-    # Learn: 0 is this function, 1 _capture, 2 the listener, 3 SQLAlchemy's execution.
+def _learn() -> FrameType | None:
+    """Walk from SQLAlchemy's frame below the listener to the first one that is not
+    infrastructure (None: the chain ended), and remember the depth as a hint."""
+    # 0 is this function, 1 _capture, 2 the listener, 3 SQLAlchemy's execution.
     kinds = _kinds
     frame: FrameType | None = sys._getframe(3)
     depth = 3
@@ -418,32 +429,31 @@ def _first_candidate() -> FrameType | None:
     if below is not None:
         if len(_hints) >= _MAX_HINTS:
             del _hints[0]
-        _hints.append((depth - 1, below.f_code))
+        _hints.append((depth - 2, below.f_code))  # counted from _capture's frame
     return frame
 
 
-_LOADER_OPTION = "_noplusone_loader"
+# Relationship loads are recognised from the ORM's own state on the execution context: the
+# statement's loader path (not the root path: a lazy load, or a selectin/subquery batch) and
+# the load options' ``_lazy_loaded_from`` (the parent of a lazy load). No ORM event is needed,
+# so statements that are not relationship loads pay two attribute lookups.
+_names: dict[Any, str] = {}
 
 
-def _on_orm_execute(state: ORMExecuteState) -> None:
-    """Tag relationship loads, so the cursor listener knows which loader issued a statement."""
-    if not _windows:
-        return
-    try:
-        if not state.is_relationship_load:
-            return
-        prop = getattr(state.loader_strategy_path, "prop", None)
-        parent = state.lazy_loaded_from
-        name = str(prop) if prop is not None else None
-        info: tuple[str, str | None, object] = (
-            ("lazy", name, parent.key or id(parent))
-            if parent is not None
-            else ("eager", name, None)
-        )
-        state.update_execution_options(**{_LOADER_OPTION: info})
-    except Exception as error:  # never raise into the user's query
-        if len(_listener_errors) < 10:
-            _listener_errors.append(error)
+def _loader(statement: Any, execution_options: Any) -> tuple[str, str, Any] | None:
+    """``("lazy", "Model.attr", parent key)`` or ``("eager", "Model.attr", None)``."""
+    path = getattr(getattr(statement, "_compile_options", None), "_current_path", None)
+    if path is None or path.is_root:
+        return None
+    prop = getattr(path, "prop", None)
+    name = _names.get(prop)
+    if name is None:
+        name = _names[prop] = str(prop) if prop is not None else "?"
+    options = execution_options.get("_sa_orm_load_options")
+    parent = getattr(options, "_lazy_loaded_from", None)
+    if parent is None:
+        return ("eager", name, None)
+    return ("lazy", name, parent.key or id(parent))
 
 
 # The listeners are DialectEvents (do_execute, do_executemany, do_execute_no_params): they fire
@@ -468,6 +478,7 @@ def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
 
 
 def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    # The hot path: every line here runs once per statement while a window is open.
     try:
         connection = context.root_connection
         if not connection._allow_autobegin:
@@ -481,25 +492,29 @@ def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -
             shape = _shape(key)
         if not shape.counted:
             return
-        site = _site(_first_candidate())
-        info = context.execution_options.get(_LOADER_OPTION)
-        loader, relationship, parent_key = info if info is not None else (None, None, None)
+        for depth, code in _hints:
+            try:
+                hinted = sys._getframe(depth)
+            except ValueError:
+                continue
+            if hinted.f_code is code:
+                frame = hinted.f_back
+                break
+        else:
+            frame = _learn()
+        site = _site(frame)
+        loader = _loader(context.invoked_statement, context.execution_options)
         engine = connection.engine
         query = CapturedQuery(
-            statement,
-            parameters,
-            executemany,
-            shape.fingerprint,
-            engine.url,
-            site,
-            loader,
-            relationship,
-            parent_key,
+            statement, parameters, executemany, shape.fingerprint, engine.url, site, loader
         )
-        with _lock:
+        _lock.acquire()
+        try:
             for log in _windows:
                 if log._engine is None or log._engine is engine:
                     log._add(query)
+        finally:
+            _lock.release()
     except Exception as error:  # a guest in the user's query: never raise into it
         if len(_listener_errors) < 10:
             _listener_errors.append(error)
@@ -520,7 +535,6 @@ def acquire() -> None:
         if _users == 1:
             for name, listener in _LISTENERS:
                 event.listen(Engine, name, listener)
-            event.listen(Session, "do_orm_execute", _on_orm_execute)
 
 
 def release() -> None:
@@ -531,7 +545,6 @@ def release() -> None:
         if _users == 0:
             for name, listener in _LISTENERS:
                 event.remove(Engine, name, listener)
-            event.remove(Session, "do_orm_execute", _on_orm_execute)
 
 
 def open_window(log: QueryLog) -> None:

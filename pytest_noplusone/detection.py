@@ -220,7 +220,7 @@ class Finding:
 
     kind: str  # LAZY_LOAD, LOOP or REPEAT
     count: int  # the statements of the pattern
-    distinct: int  # distinct parents (LAZY_LOAD) or parameter sets (LOOP), at most 64
+    distinct: int  # distinct parents (LAZY_LOAD, at most 64); parameter sets (1, or 2: several)
     fingerprint: str
     sql: str  # the first statement, as sent
     call_site: tuple[Location, ...]
