@@ -226,35 +226,49 @@ class ShapeStats:
 _MAX_DISTINCT = detection.MAX_DISTINCT
 
 
+#: One statement as the listener records it: the arguments of ``CapturedQuery``. A tuple is
+#: cheap to make; the object is made only when someone reads ``QueryLog.queries``.
+_Raw = tuple[str, Any, bool, str, "URL | None", _Site, "tuple[str, str, Any] | None"]
+
+
 class QueryLog:
     """The queries captured in one window: a test body or a ``capture_queries`` block."""
 
     def __init__(self, *, engine: Engine | None = None, keep: int | None = None) -> None:
         self._engine = engine
-        self._keep = keep
+        self._keep = sys.maxsize if keep is None else keep
         self.count = 0
-        #: The captured statements (the first ``keep`` of them when a limit is set).
-        self.queries: list[CapturedQuery] = []
+        self._raw: list[_Raw] = []
+        self._made: list[CapturedQuery] = []
         #: Per (fingerprint, call site) aggregates, in first-seen order.
         self.shapes: dict[tuple[str, _Site], ShapeStats] = {}
         #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
         self.exempt: set[tuple[str, _Site]] = set()
 
     @property
+    def queries(self) -> list[CapturedQuery]:
+        """The captured statements (the first ``keep`` of them when a limit is set)."""
+        made = self._made
+        if len(made) < len(self._raw):
+            made.extend(CapturedQuery(*raw) for raw in self._raw[len(made) :])
+        return made
+
+    @property
     def truncated(self) -> bool:
         """True when more statements ran than ``queries`` keeps."""
-        return self.count > len(self.queries)
+        return self.count > len(self._raw)
 
-    def _add(self, query: CapturedQuery) -> None:
+    def _add(self, raw: _Raw) -> None:
+        # Called under the lock, once per statement and window.
         self.count += 1
-        if self._keep is None or len(self.queries) < self._keep:
-            self.queries.append(query)
-        key = (query.fingerprint, query._site)
+        if len(self._raw) < self._keep:
+            self._raw.append(raw)
+        key = (raw[3], raw[5])
         stats = self.shapes.get(key)
         if stats is None:
-            stats = self.shapes[key] = ShapeStats(query)
-        stats.count += 1
-        loader = query._loader
+            stats = self.shapes[key] = ShapeStats(CapturedQuery(*raw))
+        count = stats.count = stats.count + 1
+        loader = raw[6]
         if loader is not None:
             # ORM loaders are judged by their parents, not by their (often long) IN lists.
             if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
@@ -262,12 +276,8 @@ class QueryLog:
         # Sampled from the first executions: enough to tell a loop from a repeat, and a shape
         # repeated a million times costs no more than one repeated 64 times. Only "one value
         # or several" is read, so sampling stops at two distinct values.
-        elif (
-            stats.count <= _MAX_DISTINCT
-            and len(stats.parameter_sets) < 2
-            and not query.executemany
-        ):
-            stats.parameter_sets.add(detection.parameter_key(query.sql, query.parameters))
+        elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
+            stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
 
     @property
     def fingerprints(self) -> dict[str, int]:
@@ -434,14 +444,17 @@ def _learn() -> FrameType | None:
 
 
 # Relationship loads are recognised from the ORM's own state on the execution context: the
-# statement's loader path (not the root path: a lazy load, or a selectin/subquery batch) and
-# the load options' ``_lazy_loaded_from`` (the parent of a lazy load). No ORM event is needed,
-# so statements that are not relationship loads pay two attribute lookups.
+# ORM load options (present only for ORM loads), the statement's loader path (not the root
+# path: a lazy load, or a selectin/subquery batch) and the load options' ``_lazy_loaded_from``
+# (the parent of a lazy load). No ORM event is needed: other statements pay one dict lookup.
 _names: dict[Any, str] = {}
 
 
 def _loader(statement: Any, execution_options: Any) -> tuple[str, str, Any] | None:
     """``("lazy", "Model.attr", parent key)`` or ``("eager", "Model.attr", None)``."""
+    options = execution_options.get("_sa_orm_load_options")
+    if options is None:
+        return None
     path = getattr(getattr(statement, "_compile_options", None), "_current_path", None)
     if path is None or path.is_root:
         return None
@@ -449,7 +462,6 @@ def _loader(statement: Any, execution_options: Any) -> tuple[str, str, Any] | No
     name = _names.get(prop)
     if name is None:
         name = _names[prop] = str(prop) if prop is not None else "?"
-    options = execution_options.get("_sa_orm_load_options")
     parent = getattr(options, "_lazy_loaded_from", None)
     if parent is None:
         return ("eager", name, None)
@@ -478,7 +490,9 @@ def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
 
 
 def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-    # The hot path: every line here runs once per statement while a window is open.
+    # The hot path: every line here runs once per statement while a window is open. Python
+    # calls are its main cost, so the common case (a known call path, a known call site, not
+    # an ORM relationship load) is written out here instead of in helpers.
     try:
         connection = context.root_connection
         if not connection._allow_autobegin:
@@ -492,27 +506,57 @@ def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -
             shape = _shape(key)
         if not shape.counted:
             return
+        # The first frame that is not infrastructure: a learned depth, else a walk.
         for depth, code in _hints:
             try:
                 hinted = sys._getframe(depth)
             except ValueError:
                 continue
             if hinted.f_code is code:
-                frame = hinted.f_back
+                start = hinted.f_back
                 break
         else:
-            frame = _learn()
-        site = _site(frame)
-        loader = _loader(context.invoked_statement, context.execution_options)
-        engine = connection.engine
-        query = CapturedQuery(
-            statement, parameters, executemany, shape.fingerprint, engine.url, site, loader
+            start = _learn()
+        # The call site's cache key: what _walk collects, through the parent greenlets.
+        kinds = _kinds
+        parts: list[int] = []
+        frame = start
+        current = None
+        while True:
+            while frame is not None:
+                code = frame.f_code
+                kind = kinds.get(code.co_filename)
+                if kind is None:
+                    kind = _classify(code.co_filename)
+                if kind == _USER:
+                    parts.append(id(code))
+                    parts.append(frame.f_lasti)
+                    if len(parts) >= 2 * CALL_SITE_DEPTH:
+                        break
+                elif kind == _BOUNDARY:
+                    break
+                frame = frame.f_back
+            else:
+                current = (current or greenlet.getcurrent()).parent
+                if current is not None:
+                    frame = current.gr_frame
+                    continue
+            break
+        entry = _sites_by_offset.get(tuple(parts))
+        site = entry[0] if entry is not None else _site(start)
+        options = context.execution_options
+        loader = (
+            _loader(context.invoked_statement, options)
+            if "_sa_orm_load_options" in options
+            else None
         )
+        engine = connection.engine
+        raw = (statement, parameters, executemany, shape.fingerprint, engine.url, site, loader)
         _lock.acquire()
         try:
             for log in _windows:
                 if log._engine is None or log._engine is engine:
-                    log._add(query)
+                    log._add(raw)
         finally:
             _lock.release()
     except Exception as error:  # a guest in the user's query: never raise into it
