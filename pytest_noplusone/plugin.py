@@ -162,6 +162,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
     finally:
         enforcement.end_test_allowance()
+        # The report has what it needs: the statements (and their parameters) need not live
+        # until the session ends, where every garbage collection would walk them again.
+        if log_key in item.stash:
+            del item.stash[log_key]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
