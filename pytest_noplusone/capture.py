@@ -339,40 +339,37 @@ def _shape(statement: str) -> _Shape:
     return shape
 
 
-def _walk(frame: FrameType | None, parts: list[int], frames: list[FrameType] | None) -> bool:
-    """Collect user frames from ``frame`` outwards; True when the walk is complete.
+def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> tuple[int, ...]:
+    """The call site's cache key: ``id(code), f_lasti`` per user frame from ``frame`` outwards.
 
-    ``parts`` gets ``id(code), f_lasti`` per user frame (the site's cache key: unlike
-    ``f_lineno``, ``f_lasti`` is read without decoding the line table); ``frames``, when given,
-    the frames themselves.
+    Unlike ``f_lineno``, ``f_lasti`` is read without decoding the line table. Inside an
+    ``AsyncSession`` call the statement runs in a child greenlet whose frames end at
+    SQLAlchemy's greenlet_spawn, so the walk goes on in the parent greenlets, where the user's
+    coroutine is. ``frames``, when given, gets the user frames themselves.
     """
     kinds = _kinds
-    while frame is not None:
-        code = frame.f_code
-        kind = kinds.get(code.co_filename)
-        if kind is None:
-            kind = _classify(code.co_filename)
-        if kind == _USER:
-            parts.append(id(code))
-            parts.append(frame.f_lasti)
-            if frames is not None:
-                frames.append(frame)
-            if len(parts) >= 2 * CALL_SITE_DEPTH:
-                return True
-        elif kind == _BOUNDARY:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _collect(frame: FrameType | None, parts: list[int], frames: list[FrameType] | None) -> None:
-    if _walk(frame, parts, frames):
-        return
-    # Inside an AsyncSession call the statement runs in a child greenlet whose frames end at
-    # SQLAlchemy's greenlet_spawn; the user's coroutine is in the parent greenlet.
-    parent = greenlet.getcurrent().parent
-    while parent is not None and not _walk(parent.gr_frame, parts, frames):
-        parent = parent.parent
+    parts: list[int] = []
+    current = None
+    while True:
+        while frame is not None:
+            code = frame.f_code
+            kind = kinds.get(code.co_filename)
+            if kind is None:
+                kind = _classify(code.co_filename)
+            if kind == _USER:
+                parts.append(id(code))
+                parts.append(frame.f_lasti)
+                if frames is not None:
+                    frames.append(frame)
+                if len(parts) >= 2 * CALL_SITE_DEPTH:
+                    return tuple(parts)
+            elif kind == _BOUNDARY:
+                return tuple(parts)
+            frame = frame.f_back
+        current = (current or greenlet.getcurrent()).parent
+        if current is None:
+            return tuple(parts)
+        frame = current.gr_frame
 
 
 # Two levels: the code objects and instruction offsets of the user frames (cheap to read;
@@ -385,14 +382,12 @@ _sites: dict[_Frames, _Site] = {}
 
 def _site(frame: FrameType | None) -> _Site:
     """The interned call site of the user frames from ``frame`` outwards."""
-    parts: list[int] = []
-    _collect(frame, parts, None)
-    key = tuple(parts)
+    key = _offsets(frame)
     entry = _sites_by_offset.get(key)
     if entry is not None:
         return entry[0]
     found: list[FrameType] = []
-    _collect(frame, [], found)  # only on a miss: the frames themselves, for their lines
+    _offsets(frame, found)  # only on a miss: the frames themselves, for their lines
     frames = tuple((each.f_code.co_filename, each.f_lineno, each.f_code.co_name) for each in found)
     if len(_sites_by_offset) >= _MAX_SITES:
         _sites_by_offset.clear()
@@ -491,8 +486,8 @@ def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
 
 def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -> None:
     # The hot path: every line here runs once per statement while a window is open. Python
-    # calls are its main cost, so the common case (a known call path, a known call site, not
-    # an ORM relationship load) is written out here instead of in helpers.
+    # calls are its main cost, so the common case (a known call path, not an ORM relationship
+    # load) is written out here instead of in helpers.
     try:
         connection = context.root_connection
         if not connection._allow_autobegin:
@@ -517,33 +512,7 @@ def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -
                 break
         else:
             start = _learn()
-        # The call site's cache key: what _walk collects, through the parent greenlets.
-        kinds = _kinds
-        parts: list[int] = []
-        frame = start
-        current = None
-        while True:
-            while frame is not None:
-                code = frame.f_code
-                kind = kinds.get(code.co_filename)
-                if kind is None:
-                    kind = _classify(code.co_filename)
-                if kind == _USER:
-                    parts.append(id(code))
-                    parts.append(frame.f_lasti)
-                    if len(parts) >= 2 * CALL_SITE_DEPTH:
-                        break
-                elif kind == _BOUNDARY:
-                    break
-                frame = frame.f_back
-            else:
-                current = (current or greenlet.getcurrent()).parent
-                if current is not None:
-                    frame = current.gr_frame
-                    continue
-            break
-        entry = _sites_by_offset.get(tuple(parts))
-        site = entry[0] if entry is not None else _site(start)
+        site = _site(start)
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options)
