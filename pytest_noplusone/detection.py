@@ -209,7 +209,6 @@ MAX_DISTINCT = 64
 #: and the same SELECT with the same values run again and again.
 LAZY_LOAD, LOOP, REPEAT = "lazy_load", "loop", "repeat"
 
-_EAGER_LOADERS = frozenset({"eager", "selectin", "subquery", "immediate"})
 _READS = ("select", "with", "(select", "values")
 _PAGED = re.compile(r"\b(?:limit|offset|fetch (?:first|next)|top)\b")
 
@@ -239,7 +238,7 @@ class Finding:
 
 def _finding(stats: ShapeStats, threshold: int) -> Finding | None:
     example = stats.example
-    if stats.count < threshold or example.executemany or example.loader in _EAGER_LOADERS:
+    if stats.count < threshold or example.executemany or example.loader == "eager":
         return None  # eager loaders batch by design; executemany is one round-trip per batch
     if not example.call_site_key:
         return None  # library code alone (a pool or driver thread): no line of yours to fix
