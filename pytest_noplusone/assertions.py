@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import capture, messages
 from .capture import QueryLog
+
+if TYPE_CHECKING:  # not at run time: sqlalchemy.ext.asyncio imports the ORM (~0.1 s)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["QueryCountError", "assert_max_queries", "assert_queries", "capture_queries"]
 
@@ -34,8 +37,9 @@ def check_count(n: object, name: str) -> int:
 def _sync_engine(engine: Engine | AsyncEngine | None) -> Engine | None:
     if engine is None or isinstance(engine, Engine):
         return engine
-    if isinstance(engine, AsyncEngine):
-        return engine.sync_engine
+    sync_engine = getattr(engine, "sync_engine", None)  # an AsyncEngine
+    if isinstance(sync_engine, Engine):
+        return sync_engine
     raise TypeError(f"engine must be an Engine or AsyncEngine, got {engine!r}")
 
 

@@ -17,14 +17,12 @@ import contextlib
 import importlib
 import inspect
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import greenlet
-import pytest
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapper, RelationshipProperty, configure_mappers
@@ -32,23 +30,10 @@ from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm import strategies as _strategies
 from sqlalchemy.util import greenlet_spawn
 
-from . import diagnosis, messages
+from . import diagnosis
+from .allow_lazy import Pattern, matches, permits
 
-__all__ = [
-    "AllowLazyWarning",
-    "AuditEntry",
-    "Enforcer",
-    "Pattern",
-    "audit",
-    "end_test_allowance",
-    "marker_allowance",
-    "parse_pattern",
-    "patterns_from_ini",
-    "start",
-    "start_test_allowance",
-    "stop",
-    "unmatched",
-]
+__all__ = ["AuditEntry", "Enforcer", "audit", "known_names", "start", "stop", "unmatched"]
 
 #: The lazy loader class: ``_LazyLoader`` on SQLAlchemy 2.1, ``LazyLoader`` on 2.0.
 _LazyLoader: Any = vars(_strategies).get("_LazyLoader") or vars(_strategies)["LazyLoader"]
@@ -62,86 +47,8 @@ _IMPLICIT = ("select", True)
 _EAGER = ("selectin", "joined", False, "subquery", "immediate")
 _SELECT_KEY = (("lazy", "select"),)
 
-#: ``("User", "posts")``; either part may be ``"*"``.
-Pattern = tuple[str, str]
-_PATTERN = re.compile(r"(\*|[A-Za-z_]\w*)\.(\*|[A-Za-z_]\w*)\Z")
-
-
-def parse_pattern(text: object) -> Pattern:
-    """``"User.posts"`` -> ``("User", "posts")``; a malformed entry raises ``ValueError``."""
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"{text!r} is not Model.attr, Model.* or *.attr")
-    return match.group(1), match.group(2)
-
-
-class AllowLazyWarning(pytest.PytestWarning):
-    """An allow_lazy entry that matches no mapped relationship (a typo allows nothing)."""
-
-
-def patterns_from_ini(lines: Iterable[str]) -> frozenset[Pattern]:
-    """The ``noplusone_allow_lazy`` entries; a malformed one is a ``pytest.UsageError``."""
-    patterns = set()
-    for line in lines:
-        try:
-            patterns.add(parse_pattern(line))
-        except ValueError as error:
-            raise pytest.UsageError(
-                messages.allow_lazy_invalid("noplusone_allow_lazy", str(error))
-            ) from None
-    return frozenset(patterns)
-
-
-def marker_allowance(item: pytest.Item) -> frozenset[Pattern] | None:
-    """What ``@pytest.mark.allow_lazy`` allows for ``item``: ``None`` is everything."""
-    patterns: set[Pattern] = set()
-    for marker in item.iter_markers("allow_lazy"):
-        if not marker.args and not marker.kwargs:
-            return None
-        try:
-            valid = not marker.kwargs
-            patterns.update(parse_pattern(arg) for arg in marker.args)
-        except ValueError:
-            valid = False
-        if not valid:
-            shown = [repr(arg) for arg in marker.args]
-            shown += [f"{key}={value!r}" for key, value in marker.kwargs.items()]
-            pytest.fail(
-                messages.bad_marker_argument(
-                    "allow_lazy",
-                    "names like 'Model.attr', 'Model.*' or '*.attr' (none: every relationship)",
-                    f"allow_lazy({', '.join(shown)})",
-                ),
-                pytrace=False,
-            )
-    return frozenset(patterns)
-
-
-def _matches(names: Iterable[Pattern], patterns: frozenset[Pattern]) -> bool:
-    return any(
-        name in patterns or (name[0], "*") in patterns or ("*", name[1]) in patterns
-        for name in names
-    ) or ("*", "*") in patterns
-
-
-# -- what the guards consult, process-wide (tests may lazy load from other threads) -----------
-
-_allow_all = False
-_allowed: frozenset[Pattern] = frozenset()
 #: Greenlets currently running an ``await obj.awaitable_attrs.x`` (an explicit load).
 _explicit: set[greenlet.greenlet] = set()
-
-
-def start_test_allowance(patterns: frozenset[Pattern] | None) -> None:
-    """Allow lazy loads of these relationships (``None``: all) until ``end_test_allowance``."""
-    global _allow_all, _allowed
-    _allow_all = patterns is None
-    _allowed = patterns or frozenset()
-
-
-def end_test_allowance() -> None:
-    """Enforce every forced relationship again."""
-    start_test_allowance(frozenset())
 
 
 class _Guard:
@@ -157,10 +64,8 @@ class _Guard:
         self.original = original
 
     def __call__(self, state: Any, passive: Any) -> Any:
-        if (
-            _allow_all
-            or (_allowed and _matches(names_of(self.prop), _allowed))
-            or (_explicit and greenlet.getcurrent() in _explicit)
+        if permits(lambda: names_of(self.prop)) or (
+            _explicit and greenlet.getcurrent() in _explicit
         ):
             return self.original(state, passive)
         try:
@@ -304,7 +209,7 @@ class Enforcer:
         if strategy is None:  # not configured yet; after_configured brings it back here
             return
         hierarchy = _hierarchy(prop)
-        if self.allow and _matches(names_of(prop, hierarchy), self.allow):
+        if self.allow and matches(names_of(prop, hierarchy), self.allow):
             self.skipped.add(prop)
             return
         lazy = prop.lazy
@@ -461,7 +366,7 @@ def unmatched(patterns: Iterable[Pattern], names: set[Pattern] | None = None) ->
         return []  # the common case, every test: no mapper is visited
     if names is None:
         names = known_names()
-    return [pattern for pattern in patterns if not _matches(names, frozenset([pattern]))]
+    return [pattern for pattern in patterns if not matches(names, frozenset([pattern]))]
 
 
 # -- audit ------------------------------------------------------------------------------------

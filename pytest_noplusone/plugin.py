@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
-from . import assertions, capture, detection, diagnosis, enforcement, gate, messages, settings
+from . import allow_lazy, assertions, capture, detection, gate, messages, settings
 from .capture import QueryLog
+
+if TYPE_CHECKING:  # at run time imported with the ORM (_orm): a Core-only suite never pays
+    from . import enforcement  # noqa: F401 (named in a StashKey's string type)
 
 #: The statements kept per test for messages; counts and per-shape aggregates stay exact.
 KEPT_PER_TEST = 1000
@@ -21,6 +26,8 @@ gate_key = pytest.StashKey[gate.Gate]()
 findings_key = pytest.StashKey["list[detection.Finding]"]()
 allow_key = pytest.StashKey["detection.Allowance | None"]()
 enforcer_key = pytest.StashKey["enforcement.Enforcer | None"]()
+#: Set once enforcement and diagnosis run (the ORM is imported): see ``_orm``.
+orm_key = pytest.StashKey[bool]()
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
@@ -68,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "in this test; no names: every relationship.",
     )
     resolved = settings.resolve(config)
-    allow_lazy = enforcement.patterns_from_ini(resolved.allow_lazy)
+    allow_lazy.patterns_from_ini(resolved.allow_lazy)  # a bad entry stops the run here
     detection.threshold = resolved.threshold
     config.stash[gate_key] = gate.Gate.configure(config, resolved)
     listener = _ReportListener(config.stash[gate_key])
@@ -78,12 +85,33 @@ def pytest_configure(config: pytest.Config) -> None:
     capture.set_ignore(resolved.ignore)
     assertions.show_params = resolved.show_params
     capture.acquire()
+    config.stash[enforcer_key] = None
+    _orm(config)
+
+
+def _orm(config: pytest.Config) -> bool:
+    """Start enforcement and lazy-load diagnosis once ``sqlalchemy.orm`` is imported.
+
+    Both need the ORM, whose import costs a Core-only suite about 0.1 s. Without the ORM there
+    is no relationship to force or lazy load to explain, so they start when it appears: checked
+    at configure (conftest files), at collection finish (test modules) and at each test's setup
+    and call (a fixture importing the models). Returns whether they run.
+    """
+    if orm_key in config.stash:
+        return True
+    if "sqlalchemy.orm" not in sys.modules or settings_key not in config.stash:
+        return False
+    from . import diagnosis, enforcement
+
+    resolved = config.stash[settings_key]
+    config.stash[orm_key] = True
     diagnosis.install()
-    config.stash[enforcer_key] = (
-        enforcement.start(resolved.enforce, allow_lazy, resolved.awaitable_attrs)
-        if resolved.enforce != "off"
-        else None
-    )
+    if resolved.enforce != "off":
+        allowed = allow_lazy.patterns_from_ini(resolved.allow_lazy)
+        config.stash[enforcer_key] = enforcement.start(
+            resolved.enforce, allowed, resolved.awaitable_attrs
+        )
+    return True
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -91,10 +119,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(name=_REPORT_LISTENER)
     if settings_key in config.stash:
         del config.stash[settings_key]
-        enforcer = config.stash.get(enforcer_key, None)
-        if enforcer is not None:
-            enforcement.stop(enforcer)  # exactly as mapped, for the next in-process run
-        diagnosis.uninstall()
+        if orm_key in config.stash:
+            from . import diagnosis, enforcement
+
+            del config.stash[orm_key]
+            enforcer = config.stash.get(enforcer_key, None)
+            if enforcer is not None:
+                enforcement.stop(enforcer)  # exactly as mapped, for the next in-process run
+            diagnosis.uninstall()
         capture.release()
         capture.set_ignore(())
         assertions.show_params = True
@@ -135,7 +167,10 @@ def _budget(item: pytest.Item, default: int | None) -> Budget | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[log_key] = QueryLog(keep=KEPT_PER_TEST)
-    diagnosis.begin_test()
+    if _orm(item.config):
+        from . import diagnosis
+
+        diagnosis.begin_test()
     _allow_lazy(item)
     item.stash[budget_key] = None
     item.stash[budget_key] = _budget(item, item.config.stash[settings_key].max_queries)
@@ -144,16 +179,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[allow_key] = _allow(item)
 
 
+def _unmatched(config: pytest.Config, patterns: frozenset[allow_lazy.Pattern]) -> list[str]:
+    """The entries among ``patterns`` that name no mapped relationship (without the ORM: all)."""
+    if not patterns:
+        return []
+    if not _orm(config):
+        return sorted(".".join(pattern) for pattern in patterns)
+    from . import enforcement
+
+    return [".".join(pattern) for pattern in enforcement.unmatched(patterns)]
+
+
 def _allow_lazy(item: pytest.Item) -> None:
-    allowed = enforcement.marker_allowance(item)
-    for pattern in enforcement.unmatched(allowed or ()):
-        entry = ".".join(pattern)
+    allowed = allow_lazy.marker_allowance(item)
+    for entry in _unmatched(item.config, allowed or frozenset()):
         item.warn(
-            enforcement.AllowLazyWarning(
+            allow_lazy.AllowLazyWarning(
                 messages.allow_lazy_unmatched("@pytest.mark.allow_lazy", entry)
             )
         )
-    enforcement.start_test_allowance(allowed)
+    allow_lazy.start_test_allowance(allowed)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -161,7 +206,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
-        enforcement.end_test_allowance()
+        allow_lazy.end_test_allowance()
         # The report has what it needs: the statements (and their parameters) need not live
         # until the session ends, where every garbage collection would walk them again.
         if log_key in item.stash:
@@ -171,18 +216,25 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     resolved = config.stash.get(settings_key, None)
-    if resolved is None or not resolved.allow_lazy or resolved.enforce == "off":
+    if resolved is None:
         return
-    for pattern in enforcement.unmatched(enforcement.patterns_from_ini(resolved.allow_lazy)):
-        text = messages.allow_lazy_unmatched("noplusone_allow_lazy", ".".join(pattern))
+    _orm(config)  # the test modules may have imported the ORM
+    if not resolved.allow_lazy or resolved.enforce == "off":
+        return
+    for entry in _unmatched(config, allow_lazy.patterns_from_ini(resolved.allow_lazy)):
+        text = messages.allow_lazy_unmatched("noplusone_allow_lazy", entry)
         try:
-            config.issue_config_time_warning(enforcement.AllowLazyWarning(text), stacklevel=2)
-        except enforcement.AllowLazyWarning:  # warnings are errors here: one clear line
+            config.issue_config_time_warning(allow_lazy.AllowLazyWarning(text), stacklevel=2)
+        except allow_lazy.AllowLazyWarning:  # warnings are errors here: one clear line
             raise pytest.UsageError(text) from None
 
 
 def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
     """Lazy loads that failed during a passing test because something caught their error."""
+    if orm_key not in item.config.stash:
+        return []
+    from . import diagnosis
+
     hidden = diagnosis.swallowed(item.config.getini("python_files"))
     diagnosis.begin_test()  # reported here or never: makereport must not report them again
     if not hidden or item.config.stash[settings_key].enforce == "off":
@@ -222,6 +274,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if log is None:  # setup did not run through this plugin
         return (yield)
     item.stash[gate.complete_key] = False
+    if orm_key not in item.config.stash and _orm(item.config):
+        # A fixture imported the ORM: this test's allowance is in place (allow_lazy), and its
+        # violations so far are none (diagnosis was not running).
+        from . import diagnosis
+
+        diagnosis.begin_test()
     capture.open_window(log)
     try:
         result = yield
@@ -256,7 +314,9 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and call.excinfo is not None:
+    if report.failed and call.excinfo is not None and orm_key in item.config.stash:
+        from . import diagnosis
+
         python_files = item.config.getini("python_files")
         explanation = diagnosis.explain_failure(call.excinfo.value, python_files)
         if explanation is not None:
@@ -289,6 +349,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     resolved = terminalreporter.config.stash.get(settings_key, None)
     if resolved is not None and resolved.audit:
+        from . import enforcement  # the audit reads the mappers: the ORM is imported anyway
+
         enforcer = terminalreporter.config.stash.get(enforcer_key, None)
         terminalreporter.write_sep("=", "noplusone audit")
         for line in messages.audit_report(enforcement.audit(enforcer)):

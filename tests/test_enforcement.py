@@ -477,3 +477,125 @@ def test_bad_enforce_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--noplusone-enforce=rase")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --noplusone-enforce: invalid choice: 'rase'*"])
+
+
+CORE_ONLY_TEST = '''
+import sys
+
+import pytest
+from sqlalchemy import create_engine, text
+
+
+@pytest.fixture
+def conn():
+    with create_engine("sqlite://").connect() as conn:
+        yield conn
+
+
+def test_the_plugin_did_not_import_the_orm(conn):
+    conn.execute(text("SELECT 1"))
+    assert "sqlalchemy.orm" not in sys.modules
+    assert "sqlalchemy.ext.asyncio" not in sys.modules
+
+
+@pytest.mark.max_queries(1)
+def test_budgets_still_count(conn):
+    conn.execute(text("SELECT 1"))
+    conn.execute(text("SELECT 2"))  # second
+
+
+@pytest.mark.allow_lazy("User.posts")
+def test_allow_lazy_names_nothing_mapped(conn):
+    conn.execute(text("SELECT 1"))
+'''
+
+
+def test_a_core_only_suite_never_imports_the_orm(pytester: pytest.Pytester) -> None:
+    """Enforcement and diagnosis start with the ORM; a Core-only suite does not pay its import."""
+    pytester.makepyfile(test_core=CORE_ONLY_TEST)
+    pytester.makeini("[pytest]\naddopts = -p no:randomly -p no:cacheprovider\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2, failed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_budgets_still_count _*",
+            "Expected at most 1 query but 2 were run.",
+            "  1. SELECT 1",
+            "       from test_core.py:21 in test_budgets_still_count",
+            "  2. SELECT 2",
+            "       from test_core.py:22 in test_budgets_still_count",
+            "*AllowLazyWarning: @pytest.mark.allow_lazy entry 'User.posts' matches no mapped "
+            "relationship*",
+        ]
+    )
+
+
+FIXTURE_IMPORTS_ORM_CONFTEST = '''
+import os
+
+import pytest
+
+URL = os.environ["NOPLUSONE_TEST_URL"]
+SCHEMA = os.environ.get("NOPLUSONE_TEST_SCHEMA")
+
+
+@pytest.fixture
+async def session():
+    # The first import of the ORM in this run: nothing before this fixture imported it.
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from models import Base, seed_objects
+
+    args = {"server_settings": {"search_path": SCHEMA}} if SCHEMA else {}
+    engine = create_async_engine(URL, connect_args=args)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        session.add_all(seed_objects(2))
+        await session.commit()
+    async with async_sessionmaker(engine)() as session:
+        yield session
+    await engine.dispose()
+'''
+
+FIXTURE_IMPORTS_ORM_TEST = '''
+import sys
+
+import pytest
+
+
+async def test_orm_first_imported_by_a_fixture(session):
+    from sqlalchemy import select
+    from models import User
+
+    user = (await session.scalars(select(User))).first()  # load-users
+    user.posts  # touch-posts
+
+
+@pytest.mark.allow_lazy("Usr.posts")
+async def test_the_next_test_is_enforced_from_its_setup(session):
+    from sqlalchemy import inspect
+    from models import User
+
+    assert inspect(User).relationships["posts"].lazy == "raise_on_sql"
+'''
+
+
+def test_models_first_imported_by_a_fixture_are_enforced(project: Project) -> None:
+    """Enforcement starts when the ORM appears, even when a fixture is the first to import it."""
+    project.pytester.makepyfile(conftest=FIXTURE_IMPORTS_ORM_CONFTEST)  # replaces the shared one
+    project.write_test(FIXTURE_IMPORTS_ORM_TEST)
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_orm_first_imported_by_a_fixture _*",
+            "noplusone: User.posts (one-to-many collection) was lazily loaded, which "
+            "lazy='raise_on_sql' forbids (enforced by pytest-noplusone).",
+            f"  touched at: test_scenario.py:{project.line_of('touch-posts')} "
+            "in test_orm_first_imported_by_a_fixture",
+            "*AllowLazyWarning: @pytest.mark.allow_lazy entry 'Usr.posts' matches no mapped "
+            "relationship*",
+        ]
+    )
