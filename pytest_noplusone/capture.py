@@ -231,23 +231,43 @@ _MAX_DISTINCT = detection.MAX_DISTINCT
 _Raw = tuple[str, Any, bool, str, "URL | None", _Site, "tuple[str, str, Any] | None"]
 
 
+#: Recorded statements a log holds before the listener folds them into its aggregates.
+_BATCH = 256
+
+
 class QueryLog:
     """The queries captured in one window: a test body or a ``capture_queries`` block."""
 
     def __init__(self, *, engine: Engine | None = None, keep: int | None = None) -> None:
         self._engine = engine
         self._keep = sys.maxsize if keep is None else keep
-        self.count = 0
+        self._count = 0
         self._raw: list[_Raw] = []
         self._made: list[CapturedQuery] = []
-        #: Per (fingerprint, call site) aggregates, in first-seen order.
-        self.shapes: dict[tuple[str, _Site], ShapeStats] = {}
+        self._shapes: dict[tuple[str, _Site], ShapeStats] = {}
         #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
         self.exempt: set[tuple[str, _Site]] = set()
+        #: What the listener recorded and ``_fold`` has not counted yet. The listener only
+        #: appends (atomic, so it takes no lock); every reader folds first.
+        self._pending: list[_Raw] = []
+        self._folding = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many statements ran in the window."""
+        self._fold()
+        return self._count
+
+    @property
+    def shapes(self) -> dict[tuple[str, _Site], ShapeStats]:
+        """Per (fingerprint, call site) aggregates, in first-seen order."""
+        self._fold()
+        return self._shapes
 
     @property
     def queries(self) -> list[CapturedQuery]:
         """The captured statements (the first ``keep`` of them when a limit is set)."""
+        self._fold()
         made = self._made
         if len(made) < len(self._raw):
             made.extend(CapturedQuery(*raw) for raw in self._raw[len(made) :])
@@ -258,26 +278,37 @@ class QueryLog:
         """True when more statements ran than ``queries`` keeps."""
         return self.count > len(self._raw)
 
-    def _add(self, raw: _Raw) -> None:
-        # Called under the lock, once per statement and window.
-        self.count += 1
-        if len(self._raw) < self._keep:
-            self._raw.append(raw)
-        key = (raw[3], raw[5])
-        stats = self.shapes.get(key)
-        if stats is None:
-            stats = self.shapes[key] = ShapeStats(CapturedQuery(*raw))
-        count = stats.count = stats.count + 1
-        loader = raw[6]
-        if loader is not None:
-            # ORM loaders are judged by their parents, not by their (often long) IN lists.
-            if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
-                stats.parent_keys.add(loader[2])
-        # Sampled from the first executions: enough to tell a loop from a repeat, and a shape
-        # repeated a million times costs no more than one repeated 64 times. Only "one value
-        # or several" is read, so sampling stops at two distinct values.
-        elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
-            stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
+    def _fold(self) -> None:
+        """Count the pending statements into the aggregates (any thread, any time)."""
+        pending = self._pending
+        if not pending:
+            return
+        with self._folding:
+            # Slicing and deleting are atomic: statements appended meanwhile stay pending.
+            batch = pending[:]
+            del pending[: len(batch)]
+            self._count += len(batch)
+            kept, room = self._raw, self._keep - len(self._raw)
+            if room > 0:
+                kept.extend(batch[:room])
+            shapes = self._shapes
+            for raw in batch:
+                key = (raw[3], raw[5])
+                stats = shapes.get(key)
+                if stats is None:
+                    stats = shapes[key] = ShapeStats(CapturedQuery(*raw))
+                count = stats.count = stats.count + 1
+                loader = raw[6]
+                if loader is not None:
+                    # ORM loaders are judged by their parents, not by their (often long) IN
+                    # lists.
+                    if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
+                        stats.parent_keys.add(loader[2])
+                # Sampled from the first executions: enough to tell a loop from a repeat, and
+                # a shape repeated a million times costs no more than one repeated 64 times.
+                # Only "one value or several" is read, so sampling stops at two values.
+                elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
+                    stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
 
     @property
     def fingerprints(self) -> dict[str, int]:
@@ -306,7 +337,8 @@ class _Shape:
 
 
 _lock = threading.Lock()
-_windows: list[QueryLog] = []
+#: The open windows; replaced, never changed in place, so the listener reads it without a lock.
+_windows: tuple[QueryLog, ...] = ()
 _shapes: dict[str, _Shape] = {}
 _MAX_SHAPES = 20_000
 _ignore: tuple[re.Pattern[str], ...] = ()
@@ -380,9 +412,10 @@ _sites_by_offset: dict[tuple[int, ...], tuple[_Site, tuple[CodeType, ...]]] = {}
 _sites: dict[_Frames, _Site] = {}
 
 
-def _site(frame: FrameType | None) -> _Site:
-    """The interned call site of the user frames from ``frame`` outwards."""
-    key = _offsets(frame)
+def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
+    """The interned call site of the user frames from ``frame`` outwards (``key``: theirs)."""
+    if key is None:
+        key = _offsets(frame)
     entry = _sites_by_offset.get(key)
     if entry is not None:
         return entry[0]
@@ -416,10 +449,11 @@ _MAX_HINTS = 16
 def _learn() -> FrameType | None:
     """Walk from SQLAlchemy's frame below the listener to the first one that is not
     infrastructure (None: the chain ended), and remember the depth as a hint."""
-    # 0 is this function, 1 _capture, 2 the listener, 3 SQLAlchemy's execution.
+    # 0 is this function, 1 _capture, 2 SQLAlchemy's execution or one of the listeners below
+    # that call _capture (this module's frames are infrastructure too).
     kinds = _kinds
-    frame: FrameType | None = sys._getframe(3)
-    depth = 3
+    frame: FrameType | None = sys._getframe(2)
+    depth = 2
     below = None
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -466,28 +500,29 @@ def _loader(statement: Any, execution_options: Any) -> tuple[str, str, Any] | No
 # The listeners are DialectEvents (do_execute, do_executemany, do_execute_no_params): they fire
 # for every DB-API cursor execution, insertmanyvalues batches included, and unlike
 # ConnectionEvents they do not switch SQLAlchemy's execution path to its slower, event-firing
-# branch for every statement.
-
-
-def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
-    if _windows:
-        _capture(statement, parameters, context, False)
+# branch for every statement. ``_capture`` itself listens to do_execute, the common case.
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
     if _windows:
-        _capture(statement, parameters, context, True)
+        _capture(cursor, statement, parameters, context, executemany=True)
 
 
 def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
     if _windows:
-        _capture(statement, (), context, False)
+        _capture(cursor, statement, (), context)
 
 
-def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+def _capture(
+    cursor: Any, statement: str, parameters: Any, context: Any, *, executemany: bool = False
+) -> None:
     # The hot path: every line here runs once per statement while a window is open. Python
-    # calls are its main cost, so the common case (a known call path, not an ORM relationship
-    # load) is written out here instead of in helpers.
+    # calls are its main cost, so the common case (a known call path and call site, not an
+    # ORM relationship load) is written out here instead of in helpers, and recording is an
+    # append (QueryLog._fold counts later).
+    windows = _windows
+    if not windows:
+        return
     try:
         connection = context.root_connection
         if not connection._allow_autobegin:
@@ -512,7 +547,9 @@ def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -
                 break
         else:
             start = _learn()
-        site = _site(start)
+        key = _offsets(start)
+        entry = _sites_by_offset.get(key)
+        site = entry[0] if entry is not None else _site(start, key)
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options)
@@ -521,20 +558,19 @@ def _capture(statement: str, parameters: Any, context: Any, executemany: bool) -
         )
         engine = connection.engine
         raw = (statement, parameters, executemany, shape.fingerprint, engine.url, site, loader)
-        _lock.acquire()
-        try:
-            for log in _windows:
-                if log._engine is None or log._engine is engine:
-                    log._add(raw)
-        finally:
-            _lock.release()
+        for log in windows:
+            if log._engine is None or log._engine is engine:
+                pending = log._pending
+                pending.append(raw)
+                if len(pending) >= _BATCH:
+                    log._fold()  # memory stays O(shapes), however many statements run
     except Exception as error:  # a guest in the user's query: never raise into it
         if len(_listener_errors) < 10:
             _listener_errors.append(error)
 
 
 _LISTENERS = (
-    ("do_execute", _do_execute),
+    ("do_execute", _capture),
     ("do_executemany", _do_executemany),
     ("do_execute_no_params", _do_execute_no_params),
 )
@@ -562,9 +598,10 @@ def release() -> None:
 
 def open_window(log: QueryLog) -> None:
     """Start recording into ``log``."""
+    global _windows
     acquire()
     with _lock:
-        _windows.append(log)
+        _windows = (*_windows, log)
 
 
 def open_windows() -> list[QueryLog]:
@@ -575,9 +612,10 @@ def open_windows() -> list[QueryLog]:
 
 def close_window(log: QueryLog) -> None:
     """Stop recording into ``log``."""
+    global _windows
     with _lock:
         for index in range(len(_windows) - 1, -1, -1):
             if _windows[index] is log:
-                del _windows[index]
+                _windows = _windows[:index] + _windows[index + 1 :]
                 break
     release()

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 from conftest import Project
+from sqlalchemy import create_engine, text
+
+from pytest_noplusone import capture_queries
 
 POLICY_TESTS = """
 import asyncio
@@ -202,3 +208,28 @@ def test_engine_url_hides_the_password(pytester: pytest.Pytester, tmp_path: obje
         """
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+@pytest.mark.allow_nplusone  # the outer test window sees the same loop
+def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
+    """The listener records without a lock: every statement of racing threads still counts,
+    in the total, per shape and per call site, across many fold batches."""
+    engine = create_engine(f"sqlite:///{tmp_path}/race.sqlite3")
+    rounds, threads = 700, 4
+
+    def work() -> None:
+        with engine.connect() as conn:
+            for i in range(rounds):
+                conn.execute(text("SELECT :i"), {"i": i})
+                conn.execute(text("SELECT 2"))
+
+    with capture_queries() as log:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    engine.dispose()
+    assert log.count == len(log.queries) == 2 * rounds * threads
+    per_shape = {stats.example.sql: stats.count for stats in log.shapes.values()}
+    assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
