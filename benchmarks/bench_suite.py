@@ -3,15 +3,28 @@
 Generates ``--tests`` tests of ``--statements`` statements each for every backend (sync pysqlite
 ``:memory:``, aiosqlite, and asyncpg when ``NOPLUSONE_PG_URL`` is set), then runs the suite
 alternately with the plugin (counting, fingerprints, locations and N+1 detection all on) and
-without it, ``--rounds`` times each, and prints the median wall times and their ratio. Usage:
+without it, ``--rounds`` times each, and prints the median wall times and their ratio, and the
+median CPU times (user + system of the pytest process) and theirs: on a shared or throttled
+machine the CPU time is the steadier of the two. Each line also gives the median of the
+per-round ratios (a run with the plugin over the run without it just before), which cancels
+slow drift in the machine's speed.
+
+``--callgrind N`` adds a count that does not depend on the machine's load: each variant runs
+once per hash seed 0..N-1 under ``valgrind --tool=callgrind``, and the median ratio of CPU
+instructions executed is printed (string hashes change dict layouts, hence several seeds).
+Usage:
 
     python benchmarks/bench_suite.py [--tests 200] [--statements 100] [--rounds 5]
+                                     [--callgrind 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -119,20 +132,49 @@ def generate(root: Path, backend: str, tests: int, statements: int) -> Path:
     return directory
 
 
-def run_once(directory: Path, url: str, options: list[str]) -> float:
-    """One pytest run with extra command-line ``options``; its wall time in seconds."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, float]:
+    """One pytest run with extra command-line ``options``; its wall and CPU times in seconds."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *options]
     # Bytecode caches are written (and the warm-up run fills them) as on a developer's machine:
     # with PYTHONDONTWRITEBYTECODE set, every run would recompile pytest's rewritten modules
     # and both variants would pay a second or more of start-up that users do not.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["BENCH_URL"] = url
-    start = time.perf_counter()
+    cpu, start = _children_cpu(), time.perf_counter()
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"{directory.name}: pytest failed\n{result.stdout[-3000:]}")
-    return elapsed
+    return elapsed, cpu
+
+
+def instructions(directory: Path, url: str, options: list[str], seed: int) -> int:
+    """CPU instructions of one pytest run under callgrind, with ``PYTHONHASHSEED=seed``."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-x",
+        *options,
+    ]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env.update(BENCH_URL=url, PYTHONHASHSEED=str(seed))
+    result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"{directory.name}: callgrind run failed\n{result.stderr[-3000:]}")
+    return int(found.group(1))
 
 
 def main() -> None:
@@ -143,7 +185,10 @@ def main() -> None:
     parser.add_argument(
         "--backends", default="sync-pysqlite-memory,aiosqlite,asyncpg", help="comma-separated"
     )
+    parser.add_argument("--callgrind", type=int, default=0, metavar="SEEDS")
     args = parser.parse_args()
+    if args.callgrind and shutil.which("valgrind") is None:
+        parser.error("--callgrind needs valgrind on PATH")
     wanted = set(args.backends.split(","))
     backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
     if os.environ.get("NOPLUSONE_PG_URL"):
@@ -158,11 +203,28 @@ def main() -> None:
             for _ in range(args.rounds):
                 off.append(run_once(directory, url, ["-p", "no:noplusone"]))
                 on.append(run_once(directory, url, []))
-            with_plugin, without = statistics.median(on), statistics.median(off)
-            print(
-                f"{backend:<22} without {without:6.2f} s   with {with_plugin:6.2f} s   "
-                f"ratio {with_plugin / without:5.3f}"
-            )
+            for kind, index in (("wall", 0), ("cpu", 1)):
+                with_plugin = statistics.median(run[index] for run in on)
+                without = statistics.median(run[index] for run in off)
+                pairs = zip(on, off, strict=True)
+                paired = statistics.median(a[index] / b[index] for a, b in pairs)
+                print(
+                    f"{backend:<22} {kind:<4} without {without:6.2f} s   "
+                    f"with {with_plugin:6.2f} s   ratio {with_plugin / without:5.3f}   "
+                    f"paired {paired:5.3f}",
+                    flush=True,
+                )
+            ratios = []
+            for seed in range(args.callgrind):
+                without_count = instructions(directory, url, ["-p", "no:noplusone"], seed)
+                ratios.append(instructions(directory, url, [], seed) / without_count)
+            if ratios:
+                shown = " ".join(f"{ratio:5.3f}" for ratio in ratios)
+                print(
+                    f"{backend:<22} instructions ratio {statistics.median(ratios):5.3f} "
+                    f"(seeds 0-{args.callgrind - 1}: {shown})",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -252,6 +252,10 @@ class QueryLog:
         self._pending: list[_Raw] = []
         self._folding = threading.Lock()
 
+    def _retain(self, keep: int) -> None:
+        """Keep the first ``keep`` statements from now on (for a log made with fewer)."""
+        self._keep = keep
+
     @property
     def count(self) -> int:
         """How many statements ran in the window."""

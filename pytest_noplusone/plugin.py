@@ -15,7 +15,9 @@ from .capture import QueryLog
 if TYPE_CHECKING:  # at run time imported with the ORM (_orm): a Core-only suite never pays
     from . import enforcement  # noqa: F401 (named in a StashKey's string type)
 
-#: The statements kept per test for messages; counts and per-shape aggregates stay exact.
+#: The statements a test's ``noplusone_queries`` keeps in ``.queries``; counts and per-shape
+#: aggregates stay exact. Tests that do not ask for the fixture keep none: messages and
+#: reports are written from the per-shape aggregates.
 KEPT_PER_TEST = 1000
 
 settings_key = pytest.StashKey[settings.Settings]()
@@ -166,7 +168,7 @@ def _budget(item: pytest.Item, default: int | None) -> Budget | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[log_key] = QueryLog(keep=KEPT_PER_TEST)
+    item.stash[log_key] = QueryLog(keep=0)  # the fixture keeps statements (noplusone_queries)
     if _orm(item.config):
         from . import diagnosis
 
@@ -364,4 +366,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def noplusone_queries(request: pytest.FixtureRequest) -> QueryLog:
     """The live QueryLog of the current test body (fixture setup and teardown never count)."""
     log: QueryLog = request.node.stash[log_key]
+    log._retain(KEPT_PER_TEST)  # before the body: the window has not opened yet
     return log
