@@ -31,6 +31,8 @@ __all__ = ["CapturedQuery", "Location", "QueryLog", "ShapeStats"]
 CALL_SITE_DEPTH = 4
 
 _USER, _SKIP, _BOUNDARY = 0, 1, 2
+#: A call site's cache key: two numbers per user frame (see ``_offsets``).
+_KEY_LENGTH = 2 * CALL_SITE_DEPTH
 
 _TRANSACTION_CONTROL = re.compile(
     r"\s*(begin|start\s+transaction|commit|end|rollback|savepoint|release)\b",
@@ -383,6 +385,8 @@ def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> 
     SQLAlchemy's greenlet_spawn, so the walk goes on in the parent greenlets, where the user's
     coroutine is. ``frames``, when given, gets the user frames themselves.
     """
+    # Runs for every statement: the kinds are compared as literals (_USER is 0, _BOUNDARY 2),
+    # which saves a global lookup per frame.
     kinds = _kinds
     parts: list[int] = []
     current = None
@@ -392,14 +396,13 @@ def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> 
             kind = kinds.get(code.co_filename)
             if kind is None:
                 kind = _classify(code.co_filename)
-            if kind == _USER:
-                parts.append(id(code))
-                parts.append(frame.f_lasti)
+            if not kind:
+                parts += (id(code), frame.f_lasti)
                 if frames is not None:
                     frames.append(frame)
-                if len(parts) >= 2 * CALL_SITE_DEPTH:
+                if len(parts) >= _KEY_LENGTH:
                     return tuple(parts)
-            elif kind == _BOUNDARY:
+            elif kind == 2:
                 return tuple(parts)
             frame = frame.f_back
         current = (current or greenlet.getcurrent()).parent
@@ -447,6 +450,7 @@ def _user_frames(frame: FrameType | None) -> _Frames:
 # that one frame with sys._getframe, and a miss falls back to the walk, which learns a hint.
 # Depths count from ``_capture``'s frame (0), whose caller is the listener (1).
 _hints: list[tuple[int, CodeType]] = []
+_getframe = sys._getframe
 _MAX_HINTS = 16
 
 
@@ -543,7 +547,7 @@ def _capture(
         # The first frame that is not infrastructure: a learned depth, else a walk.
         for depth, code in _hints:
             try:
-                hinted = sys._getframe(depth)
+                hinted = _getframe(depth)
             except ValueError:
                 continue
             if hinted.f_code is code:
