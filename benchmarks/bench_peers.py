@@ -2,7 +2,9 @@
 
 Every variant runs the same generated suite with only one plugin active (the others disabled
 with ``-p no:NAME``), alternating with a run that has none, and prints each plugin's median
-wall-time ratio. Each peer is configured to count every statement without failing the suite:
+wall-time and CPU-time ratios; ``--callgrind N`` adds the median ratio of CPU instructions over
+hash seeds 0..N-1 (``valgrind`` needed; see bench_suite.py). Each peer is configured to count
+every statement without failing the suite:
 
 * pytest-noplusone: defaults (counting, locations, fingerprints, N+1 detection; the generated
   tests carry ``allow_nplusone``);
@@ -13,6 +15,7 @@ wall-time ratio. Each peer is configured to count every statement without failin
 Install the peers next to this project (``pip install -e ".[bench]"``), then run:
 
     python benchmarks/bench_peers.py [--tests 200] [--statements 100] [--rounds 3]
+                                     [--backends sync-pysqlite-memory,aiosqlite] [--callgrind 1]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_suite import generate, run_once
+from bench_suite import generate, instructions, run_once
 
 PLUGINS = {
     "noplusone": [],
@@ -38,6 +41,8 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--statements", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", default="sync-pysqlite-memory,aiosqlite")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="SEEDS")
     args = parser.parse_args()
     installed = {entry.name for entry in importlib.metadata.entry_points(group="pytest11")}
     plugins = {name: options for name, options in PLUGINS.items() if name in installed}
@@ -47,27 +52,40 @@ def main() -> None:
         print(f"not installed, left out: {', '.join(missing)}")
     none = [option for name in plugins for option in ("-p", f"no:{name}")]
     backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
+    wanted = set(args.backends.split(","))
+    variants = {
+        name: [o for other in plugins if other != name for o in ("-p", f"no:{other}")] + options
+        for name, options in plugins.items()
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for backend, url in backends.items():
+            if backend not in wanted:
+                continue
             directory = generate(Path(tmp), backend, args.tests, args.statements)
             run_once(directory, url, none)  # warm caches
-            baseline: list[float] = []
-            timings: dict[str, list[float]] = {name: [] for name in plugins}
+            baseline: list[tuple[float, float]] = []
+            timings: dict[str, list[tuple[float, float]]] = {name: [] for name in plugins}
             for _ in range(args.rounds):
                 baseline.append(run_once(directory, url, none))
-                for name, options in plugins.items():
-                    others = [
-                        option
-                        for other in plugins
-                        if other != name
-                        for option in ("-p", f"no:{other}")
-                    ]
-                    timings[name].append(run_once(directory, url, others + options))
-            base = statistics.median(baseline)
-            cells = "   ".join(
-                f"{name} {statistics.median(times) / base:5.3f}" for name, times in timings.items()
-            )
-            print(f"{backend:<22} none {base:6.2f} s   {cells}")
+                for name, options in variants.items():
+                    timings[name].append(run_once(directory, url, options))
+            for kind, index in (("wall", 0), ("cpu", 1)):
+                base = statistics.median(run[index] for run in baseline)
+                cells = "   ".join(
+                    f"{name} {statistics.median(run[index] for run in runs) / base:5.3f}"
+                    for name, runs in timings.items()
+                )
+                print(f"{backend:<22} {kind:<4} none {base:6.2f} s   {cells}", flush=True)
+            ratios: dict[str, list[float]] = {name: [] for name in plugins}
+            for seed in range(args.callgrind):
+                base_count = instructions(directory, url, none, seed)
+                for name, options in variants.items():
+                    ratios[name].append(instructions(directory, url, options, seed) / base_count)
+            if args.callgrind:
+                cells = "   ".join(
+                    f"{name} {statistics.median(values):5.3f}" for name, values in ratios.items()
+                )
+                print(f"{backend:<22} instructions   {cells}", flush=True)
 
 
 if __name__ == "__main__":
