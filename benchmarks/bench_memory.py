@@ -1,8 +1,9 @@
 """Memory: one test body running 1,000,000 statements of 50 shapes; peak RSS growth.
 
 Runs the statements once with no window open (the baseline: SQLAlchemy's own caches), then again
-inside a window shaped like a test body's (the plugin's ``QueryLog`` with its 1,000 kept
-statements), and prints the peak RSS growth of each phase. Usage:
+inside a window shaped like the body of a test that asks for ``noplusone_queries`` (the worst
+case: the plugin's ``QueryLog`` keeping 1,000 statements), and prints the peak RSS growth of
+each phase. Usage:
 
     python benchmarks/bench_memory.py [--statements 1000000] [--shapes 50]
 """

@@ -555,9 +555,9 @@ def _capture(
                 break
         else:
             start = _learn()
-        key = _offsets(start)
-        entry = _sites_by_offset.get(key)
-        site = entry[0] if entry is not None else _site(start, key)
+        offsets = _offsets(start)
+        entry = _sites_by_offset.get(offsets)
+        site = entry[0] if entry is not None else _site(start, offsets)
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options)
