@@ -448,7 +448,8 @@ def _user_frames(frame: FrameType | None) -> _Frames:
 # through a handful of call paths, so the depth of the first frame that is not infrastructure
 # is learned per path: a hint (depth, code of the frame just below it) is checked by fetching
 # that one frame with sys._getframe, and a miss falls back to the walk, which learns a hint.
-# Depths count from ``_capture``'s frame (0), whose caller is the listener (1).
+# Depths count from ``_capture``'s frame (0), whose caller is SQLAlchemy's execution or one of
+# the listeners below (1).
 _hints: list[tuple[int, CodeType]] = []
 _getframe = sys._getframe
 _MAX_HINTS = 16
@@ -487,11 +488,9 @@ def _learn() -> FrameType | None:
 _names: dict[Any, str] = {}
 
 
-def _loader(statement: Any, execution_options: Any) -> tuple[str, str, Any] | None:
-    """``("lazy", "Model.attr", parent key)`` or ``("eager", "Model.attr", None)``."""
-    options = execution_options.get("_sa_orm_load_options")
-    if options is None:
-        return None
+def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
+    """``("lazy", "Model.attr", parent key)`` or ``("eager", "Model.attr", None)``, from the
+    statement and its ORM load options (``_sa_orm_load_options``)."""
     path = getattr(getattr(statement, "_compile_options", None), "_current_path", None)
     if path is None or path.is_root:
         return None
@@ -560,8 +559,8 @@ def _capture(
         site = entry[0] if entry is not None else _site(start, offsets)
         options = context.execution_options
         loader = (
-            _loader(context.invoked_statement, options)
-            if "_sa_orm_load_options" in options
+            _loader(context.invoked_statement, options["_sa_orm_load_options"])
+            if "_sa_orm_load_options" in options  # one membership test for non-ORM statements
             else None
         )
         engine = connection.engine
