@@ -30,6 +30,8 @@ allow_key = pytest.StashKey["detection.Allowance | None"]()
 enforcer_key = pytest.StashKey["enforcement.Enforcer | None"]()
 #: Set once enforcement and diagnosis run (the ORM is imported): see ``_orm``.
 orm_key = pytest.StashKey[bool]()
+#: The ``noplusone_allow_lazy`` entries, parsed once at configure.
+ini_allow_lazy_key = pytest.StashKey[frozenset[allow_lazy.Pattern]]()
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
@@ -77,7 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "in this test; no names: every relationship.",
     )
     resolved = settings.resolve(config)
-    allow_lazy.patterns_from_ini(resolved.allow_lazy)  # a bad entry stops the run here
+    # A bad entry stops the run here.
+    config.stash[ini_allow_lazy_key] = allow_lazy.patterns_from_ini(resolved.allow_lazy)
     detection.threshold = resolved.threshold
     config.stash[gate_key] = gate.Gate.configure(config, resolved)
     listener = _ReportListener(config.stash[gate_key])
@@ -109,9 +112,8 @@ def _orm(config: pytest.Config) -> bool:
     config.stash[orm_key] = True
     diagnosis.install()
     if resolved.enforce != "off":
-        allowed = allow_lazy.patterns_from_ini(resolved.allow_lazy)
         config.stash[enforcer_key] = enforcement.start(
-            resolved.enforce, allowed, resolved.awaitable_attrs
+            resolved.enforce, config.stash[ini_allow_lazy_key], resolved.awaitable_attrs
         )
     return True
 
@@ -182,10 +184,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _unmatched(config: pytest.Config, patterns: frozenset[allow_lazy.Pattern]) -> list[str]:
-    """The entries among ``patterns`` that name no mapped relationship (without the ORM: all)."""
+    """The entries among ``patterns`` that name no mapped relationship (without the ORM: all).
+
+    Callers have just given ``_orm`` its chance to start.
+    """
     if not patterns:
         return []
-    if not _orm(config):
+    if orm_key not in config.stash:
         return sorted(".".join(pattern) for pattern in patterns)
     from . import enforcement
 
@@ -223,7 +228,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _orm(config)  # the test modules may have imported the ORM
     if not resolved.allow_lazy or resolved.enforce == "off":
         return
-    for entry in _unmatched(config, allow_lazy.patterns_from_ini(resolved.allow_lazy)):
+    for entry in _unmatched(config, config.stash[ini_allow_lazy_key]):
         text = messages.allow_lazy_unmatched("noplusone_allow_lazy", entry)
         try:
             config.issue_config_time_warning(allow_lazy.AllowLazyWarning(text), stacklevel=2)
@@ -278,7 +283,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[gate.complete_key] = False
     if orm_key not in item.config.stash and _orm(item.config):
         # A fixture imported the ORM: this test's allowance is in place (allow_lazy), and its
-        # violations so far are none (diagnosis was not running).
+        # violations start now (setup did not reset them: diagnosis was not running for it).
         from . import diagnosis
 
         diagnosis.begin_test()
