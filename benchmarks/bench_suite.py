@@ -137,14 +137,22 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, float]:
-    """One pytest run with extra command-line ``options``; its wall and CPU times in seconds."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *options]
+def _pytest(options: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *options]
+
+
+def _environment(url: str) -> dict[str, str]:
     # Bytecode caches are written (and the warm-up run fills them) as on a developer's machine:
     # with PYTHONDONTWRITEBYTECODE set, every run would recompile pytest's rewritten modules
     # and both variants would pay a second or more of start-up that users do not.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["BENCH_URL"] = url
+    return env
+
+
+def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, float]:
+    """One pytest run with extra command-line ``options``; its wall and CPU times in seconds."""
+    command, env = _pytest(options), _environment(url)
     cpu, start = _children_cpu(), time.perf_counter()
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
     elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
@@ -155,21 +163,9 @@ def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, floa
 
 def instructions(directory: Path, url: str, options: list[str], seed: int) -> int:
     """CPU instructions of one pytest run under callgrind, with ``PYTHONHASHSEED=seed``."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-x",
-        *options,
-    ]
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env.update(BENCH_URL=url, PYTHONHASHSEED=str(seed))
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *_pytest(options)]
+    env = _environment(url)
+    env["PYTHONHASHSEED"] = str(seed)
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
