@@ -13,7 +13,7 @@ import re
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
@@ -428,14 +428,19 @@ def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
         return entry[0]
     found: list[FrameType] = []
     _offsets(frame, found)  # only on a miss: the frames themselves, for their lines
-    frames = tuple((each.f_code.co_filename, each.f_lineno, each.f_code.co_name) for each in found)
+    return _intern(key, [(each.f_code, each.f_lineno) for each in found])
+
+
+def _intern(key: tuple[int, ...], found: Sequence[tuple[CodeType, int]]) -> _Site:
+    """Cache the site of the user frames ``found`` (code and line each) under ``key``."""
+    frames = tuple((code.co_filename, line, code.co_name) for code, line in found)
     if len(_sites_by_offset) >= _MAX_SITES:
         _sites_by_offset.clear()
         _sites.clear()
     site = _sites.get(frames)
     if site is None:
         site = _sites[frames] = _Site(frames)
-    _sites_by_offset[key] = (site, tuple(each.f_code for each in found))
+    _sites_by_offset[key] = (site, tuple(code for code, _ in found))
     return site
 
 
@@ -479,6 +484,26 @@ def _learn() -> FrameType | None:
             del _hints[0]
         _hints.append((depth - 2, below.f_code))  # counted from _capture's frame
     return frame
+
+
+# The same walk in C (``_walk.c``, built for CPython 3.11 and 3.12): it reads the interpreter's
+# frame records instead of making a frame object per frame, and needs no depth hints. It is used
+# when it was built, unless NOPLUSONE_PURE_PYTHON is set; both walks return the same keys.
+_c_offsets: Callable[[], tuple[int, ...]] | None = None
+_c_user_frames: Callable[[], tuple[tuple[CodeType, int], ...]] = tuple
+if not os.environ.get("NOPLUSONE_PURE_PYTHON"):
+    try:
+        from . import _walk
+    except ImportError:  # not built: no compiler at install time, or another Python
+        pass
+    else:
+        _walk.configure(_kinds, _classify, greenlet.getcurrent, greenlet.greenlet, CALL_SITE_DEPTH)
+        _c_offsets, _c_user_frames = _walk.offsets, _walk.user_frames
+
+
+def accelerated() -> bool:
+    """True when call sites are found by the C walk."""
+    return _c_offsets is not None
 
 
 # Relationship loads are recognised from the ORM's own state on the execution context: the
@@ -543,20 +568,25 @@ def _capture(
             shape = _shape(key)
         if not shape.counted:
             return
-        # The first frame that is not infrastructure: a learned depth, else a walk.
-        for depth, code in _hints:
-            try:
-                hinted = _getframe(depth)
-            except ValueError:
-                continue
-            if hinted.f_code is code:
-                start = hinted.f_back
-                break
+        if _c_offsets is not None:  # the C walk: no frame objects, no bytecodes per frame
+            offsets = _c_offsets()
+            entry = _sites_by_offset.get(offsets)
+            site = entry[0] if entry is not None else _intern(offsets, _c_user_frames())
         else:
-            start = _learn()
-        offsets = _offsets(start)
-        entry = _sites_by_offset.get(offsets)
-        site = entry[0] if entry is not None else _site(start, offsets)
+            # The first frame that is not infrastructure: a learned depth, else a walk.
+            for depth, code in _hints:
+                try:
+                    hinted = _getframe(depth)
+                except ValueError:
+                    continue
+                if hinted.f_code is code:
+                    start = hinted.f_back
+                    break
+            else:
+                start = _learn()
+            offsets = _offsets(start)
+            entry = _sites_by_offset.get(offsets)
+            site = entry[0] if entry is not None else _site(start, offsets)
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options["_sa_orm_load_options"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 
@@ -9,10 +11,11 @@ import pytest
 from conftest import Project
 from sqlalchemy import create_engine, text
 
-from pytest_noplusone import capture_queries
+from pytest_noplusone import capture, capture_queries
 
 POLICY_TESTS = """
 import asyncio
+import json
 import threading
 
 import pytest
@@ -233,3 +236,209 @@ def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
     assert log.count == len(log.queries) == 2 * rounds * threads
     per_shape = {stats.example.sql: stats.count for stats in log.shapes.values()}
     assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
+
+
+WALK_TESTS = """
+import asyncio
+import json
+import os
+import json
+import threading
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from models import Post, User
+from pytest_noplusone import capture_queries
+from pytest_noplusone.capture import accelerated
+
+
+def dump(name, log):
+    sites = [[q.sql, [str(frame) for frame in q.call_site]] for q in log]
+    with open(os.environ["WALK_DUMP"], "a") as out:
+        out.write(json.dumps([name, accelerated(), sites]) + "\\n")
+
+
+async def test_body(session, noplusone_queries):
+    await session.execute(select(User.id))
+    dump("body", noplusone_queries)
+
+
+async def level5(session):
+    return await session.execute(select(Post.id))
+
+
+async def level4(session):
+    return await level5(session)
+
+
+async def level3(session):
+    return await level4(session)
+
+
+async def level2(session):
+    return await level3(session)
+
+
+async def test_deep_helpers_keep_the_innermost_four(session, noplusone_queries):
+    await level2(session)
+    dump("deep", noplusone_queries)
+
+
+@pytest.mark.allow_lazy("User.posts")
+@pytest.mark.allow_nplusone
+async def test_awaitable_attrs(session, noplusone_queries):
+    users = (await session.scalars(select(User).order_by(User.id))).all()
+    for user in users[:2]:
+        await user.awaitable_attrs.posts
+    dump("awaitable_attrs", noplusone_queries)
+
+
+def sync_part(connection):
+    connection.execute(text("SELECT 1"))
+
+
+async def test_run_sync_walks_both_greenlets(engine, noplusone_queries):
+    async with engine.connect() as connection:
+        await connection.run_sync(sync_part)
+    dump("run_sync", noplusone_queries)
+
+
+async def rows(session):
+    for table in (User, Post):
+        yield (await session.execute(select(table.id))).all()
+
+
+async def test_async_generator(session, noplusone_queries):
+    async for _ in rows(session):
+        pass
+    dump("async_generator", noplusone_queries)
+
+
+def numbers(connection):
+    for i in range(2):
+        yield connection.execute(text("SELECT :i"), {"i": i}).scalar()
+
+
+@pytest.mark.allow_nplusone
+def test_generator_resumed_from_two_lines(tmp_path, noplusone_queries):
+    engine = create_engine(f"sqlite:///{tmp_path}/gen.sqlite3")
+    with engine.connect() as connection:
+        generator = numbers(connection)
+        next(generator)
+        next(generator)
+    engine.dispose()
+    dump("generator", noplusone_queries)
+
+
+@pytest.mark.allow_nplusone
+async def test_tasks_and_threads(session, sessionmaker, tmp_path, noplusone_queries):
+    async def task(n):
+        async with sessionmaker() as own:
+            await own.execute(select(User.id).where(User.id == n))
+
+    await asyncio.gather(task(1), task(2))
+    engine = create_engine(f"sqlite:///{tmp_path}/thread.sqlite3")
+
+    def in_a_thread():
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 2"))
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    engine.dispose()
+    with capture_queries() as inner:
+        await session.execute(select(Post.title))
+    dump("tasks_and_threads", noplusone_queries)
+    dump("window", inner)
+"""
+
+
+def _walks(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pure: bool) -> list:
+    dump = tmp_path / ("pure.jsonl" if pure else "default.jsonl")
+    monkeypatch.setenv("WALK_DUMP", str(dump))
+    if pure:
+        monkeypatch.setenv("NOPLUSONE_PURE_PYTHON", "1")
+    else:
+        monkeypatch.delenv("NOPLUSONE_PURE_PYTHON", raising=False)
+    project.run().assert_outcomes(passed=7)
+    return [json.loads(line) for line in dump.read_text().splitlines()]
+
+
+def test_c_and_python_walks_find_the_same_call_sites(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C walk and the pure-Python walk (the fallback) attribute every statement alike: in
+    test bodies, deep helpers, lazy loads, run_sync callbacks, generators, tasks and threads."""
+    project.write_test(WALK_TESTS)
+    default = _walks(project, tmp_path, monkeypatch, pure=False)
+    pure = _walks(project, tmp_path, monkeypatch, pure=True)
+    assert {accelerated for _, accelerated, _ in pure} == {False}
+    assert [(name, sites) for name, _, sites in default] == [
+        (name, sites) for name, _, sites in pure
+    ]
+    if any(accelerated for _, accelerated, _ in default):
+        assert {accelerated for _, accelerated, _ in default} == {True}
+
+    def at(marker: str, function: str) -> str:
+        return f"test_scenario.py:{project.line_of(marker)} in {function}"
+
+    sites = {name: [frames for _, frames in queries] for name, _, queries in pure}
+    assert sites["body"] == [[at("await session.execute(select(User.id))", "test_body")]]
+    assert sites["deep"] == [
+        [
+            at("return await session.execute(select(Post.id))", "level5"),
+            at("return await level5(session)", "level4"),
+            at("return await level4(session)", "level3"),
+            at("return await level3(session)", "level2"),
+        ]
+    ]
+    lazy = at("await user.awaitable_attrs.posts", "test_awaitable_attrs")
+    assert sites["awaitable_attrs"][1:] == [[lazy], [lazy]]
+    assert sites["run_sync"] == [
+        [
+            at('connection.execute(text("SELECT 1"))', "sync_part"),
+            at("await connection.run_sync(sync_part)", "test_run_sync_walks_both_greenlets"),
+        ]
+    ]
+    source = (project.pytester.path / "test_scenario.py").read_text().splitlines()
+    generator_lines = [
+        number for number, text in enumerate(source, start=1) if text.strip() == "next(generator)"
+    ]
+    assert sites["generator"] == [
+        [
+            at("yield connection.execute", "numbers"),
+            f"test_scenario.py:{number} in test_generator_resumed_from_two_lines",
+        ]
+        for number in generator_lines
+    ]
+    task = at("await own.execute(select(User.id)", "task")
+    assert sites["tasks_and_threads"] == [
+        [task],
+        [task],
+        [at('connection.execute(text("SELECT 2"))', "in_a_thread")],
+        [at("await session.execute(select(Post.title))", "test_tasks_and_threads")],
+    ]
+    assert sites["window"] == sites["tasks_and_threads"][-1:]
+    assert (
+        sites["async_generator"]
+        == [
+            [
+                at("yield (await session.execute", "rows"),
+                at("async for _ in rows", "test_async_generator"),
+            ]
+        ]
+        * 2
+    )
+
+
+def test_the_c_walk_is_in_use() -> None:
+    """CI builds the C walk and requires it (NOPLUSONE_REQUIRE_C_WALK); elsewhere its absence
+    (another Python, no compiler) is a skip, and the pure-Python walk does the work."""
+    if capture.accelerated():
+        return
+    reason = "the C walk (pytest_noplusone._walk) is not built or not enabled in this environment"
+    if os.environ.get("NOPLUSONE_REQUIRE_C_WALK", "") not in ("", "0", "false"):
+        pytest.fail(f"{reason}; NOPLUSONE_REQUIRE_C_WALK is set, so this is a failure")
+    pytest.skip(reason)

@@ -1,0 +1,293 @@
+/* The call-site walk of pytest_noplusone.capture, in C (CPython 3.11 and 3.12).
+ *
+ * For every statement the listener needs the user's frames that ran it: the innermost
+ * CALL_SITE_DEPTH frames that are not infrastructure, through parent greenlets (an
+ * AsyncSession runs its statements in a child greenlet whose stack ends at SQLAlchemy's
+ * greenlet_spawn). In Python every frame visited costs a frame object (CPython 3.11 makes them
+ * on demand) and a dozen bytecodes. Here the interpreter's own frame records are read where
+ * they lie, which is what sys._getframe and PyFrame_GetBack do internally.
+ *
+ * The classification of files stays in Python (capture._classify fills capture._kinds); this
+ * module only reads that dict, and calls the classifier for a file it has not seen. The pure
+ * Python walk (capture._offsets) remains the reference and the fallback: both return the same
+ * keys, which the test suite checks.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030D0000
+#error "pytest_noplusone._walk supports CPython 3.11 and 3.12; other versions use the Python walk"
+#endif
+
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+
+#define KIND_USER 0
+#define KIND_BOUNDARY 2
+#define MAX_DEPTH 16
+
+static PyObject *kinds;      /* dict: co_filename -> kind (capture._kinds) */
+static PyObject *classify;   /* capture._classify(filename) -> kind; stores it in kinds */
+static PyObject *getcurrent; /* greenlet.getcurrent */
+static int depth = 4;        /* user frames per call site */
+static PyTypeObject *greenlet_type; /* greenlet.greenlet */
+static PyObject *parent_descr;       /* its ``parent`` and ``gr_frame`` descriptors, called */
+static PyObject *gr_frame_descr;     /* directly: no attribute lookup per statement */
+
+/* Kinds by co_filename object, in front of the dict: a slot holds a reference to its file name,
+ * so a cached pointer always denotes the same string. A file's kind never changes. */
+#define CACHE_SIZE 256
+static struct {
+    PyObject *filename;
+    int kind;
+} cache[CACHE_SIZE];
+
+static void
+clear_cache(void)
+{
+    for (int i = 0; i < CACHE_SIZE; i++) {
+        Py_CLEAR(cache[i].filename);
+    }
+}
+
+typedef struct {
+    PyCodeObject *code; /* borrowed: alive while its frame is on a (suspended) stack */
+    int lasti;          /* in bytes, as frame.f_lasti */
+} Found;
+
+/* The kind of a code object's file, or -1 with an exception set. */
+static int
+kind_of(PyCodeObject *code)
+{
+    PyObject *filename = code->co_filename;
+    size_t slot = ((size_t)(uintptr_t)filename >> 4) % CACHE_SIZE;
+    if (cache[slot].filename == filename) {
+        return cache[slot].kind;
+    }
+    long kind;
+    PyObject *value = PyDict_GetItemWithError(kinds, filename); /* borrowed */
+    if (value != NULL) {
+        kind = PyLong_AsLong(value);
+    }
+    else {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        value = PyObject_CallOneArg(classify, filename);
+        if (value == NULL) {
+            return -1;
+        }
+        kind = PyLong_AsLong(value);
+        Py_DECREF(value);
+    }
+    if (kind == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_INCREF(filename);
+    Py_XSETREF(cache[slot].filename, filename);
+    cache[slot].kind = (int)kind;
+    return (int)kind;
+}
+
+/* ``obj.parent`` or ``obj.gr_frame`` of a greenlet (a new reference, NULL on error). */
+static PyObject *
+greenlet_get(PyObject *obj, PyObject *descr, const char *name)
+{
+    if (PyObject_TypeCheck(obj, greenlet_type)) {
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    }
+    return PyObject_GetAttrString(obj, name);
+}
+
+/* Collect up to `depth` user frames, from the caller of the C function outwards. The frames
+ * of parent greenlets are read through their top frame object (greenlet keeps one for each
+ * suspended greenlet); `*hold` receives the references that keep those stacks alive until the
+ * caller has used `found`. Returns the number found, or -1 with an exception set. */
+static int
+walk(Found *found, PyObject **hold)
+{
+    if (kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pytest_noplusone._walk.configure() was not called");
+        *hold = NULL;
+        return -1;
+    }
+    PyThreadState *tstate = PyThreadState_Get();
+    _PyInterpreterFrame *frame = tstate->cframe->current_frame;
+    PyObject *current = NULL; /* owned: the greenlet whose stack ``frame`` belongs to */
+    int count = 0;
+    *hold = NULL;
+    for (;;) {
+        for (; frame != NULL; frame = frame->previous) {
+            if (_PyFrame_IsIncomplete(frame)) {
+                continue;
+            }
+            int kind = kind_of(frame->f_code);
+            if (kind < 0) {
+                goto error;
+            }
+            if (kind == KIND_USER) {
+                found[count].code = frame->f_code;
+                found[count].lasti =
+                    _PyInterpreterFrame_LASTI(frame) * (int)sizeof(_Py_CODEUNIT);
+                if (++count >= depth) {
+                    goto done;
+                }
+            }
+            else if (kind == KIND_BOUNDARY) {
+                goto done;
+            }
+        }
+        /* This greenlet's stack ends here: the walk goes on in its parent. */
+        if (current == NULL) {
+            current = PyObject_CallNoArgs(getcurrent);
+            if (current == NULL) {
+                goto error;
+            }
+        }
+        PyObject *parent = greenlet_get(current, parent_descr, "parent");
+        Py_DECREF(current);
+        current = parent;
+        if (parent == NULL) {
+            goto error;
+        }
+        if (parent == Py_None) {
+            goto done;
+        }
+        PyObject *top = greenlet_get(parent, gr_frame_descr, "gr_frame");
+        if (top == NULL) {
+            goto error;
+        }
+        if (top == Py_None || !PyFrame_Check(top)) {
+            Py_DECREF(top);
+            goto done;
+        }
+        /* The parent's frames stay where they are while it is suspended; keep its top frame
+         * object (and so the greenlet's saved stack) referenced while they are read. */
+        PyObject *pair = PyTuple_Pack(2, top, *hold ? *hold : Py_None);
+        Py_DECREF(top);
+        if (pair == NULL) {
+            goto error;
+        }
+        Py_XSETREF(*hold, pair);
+        frame = ((PyFrameObject *)PyTuple_GET_ITEM(pair, 0))->f_frame;
+    }
+done:
+    Py_XDECREF(current);
+    return count;
+error:
+    Py_XDECREF(current);
+    Py_CLEAR(*hold);
+    return -1;
+}
+
+static PyObject *
+offsets(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Found found[MAX_DEPTH];
+    PyObject *hold;
+    int count = walk(found, &hold);
+    if (count < 0) {
+        return NULL;
+    }
+    PyObject *key = PyTuple_New(2 * count);
+    for (int i = 0; key != NULL && i < count; i++) {
+        PyObject *id = PyLong_FromVoidPtr(found[i].code);
+        PyObject *lasti = PyLong_FromLong(found[i].lasti);
+        if (id == NULL || lasti == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(lasti);
+            Py_CLEAR(key);
+            break;
+        }
+        PyTuple_SET_ITEM(key, 2 * i, id);
+        PyTuple_SET_ITEM(key, 2 * i + 1, lasti);
+    }
+    Py_XDECREF(hold);
+    return key;
+}
+
+static PyObject *
+user_frames(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Found found[MAX_DEPTH];
+    PyObject *hold;
+    int count = walk(found, &hold);
+    if (count < 0) {
+        return NULL;
+    }
+    PyObject *frames = PyTuple_New(count);
+    for (int i = 0; frames != NULL && i < count; i++) {
+        int line = PyCode_Addr2Line(found[i].code, found[i].lasti);
+        PyObject *pair = Py_BuildValue("(Oi)", (PyObject *)found[i].code, line);
+        if (pair == NULL) {
+            Py_CLEAR(frames);
+            break;
+        }
+        PyTuple_SET_ITEM(frames, i, pair);
+    }
+    Py_XDECREF(hold);
+    return frames;
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *new_kinds, *new_classify, *new_getcurrent, *new_type;
+    int new_depth;
+    if (!PyArg_ParseTuple(args, "O!OOO!i:configure", &PyDict_Type, &new_kinds, &new_classify,
+                          &new_getcurrent, &PyType_Type, &new_type, &new_depth)) {
+        return NULL;
+    }
+    if (new_depth < 1 || new_depth > MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "depth must be between 1 and %d", MAX_DEPTH);
+        return NULL;
+    }
+    PyObject *new_parent = PyObject_GetAttrString(new_type, "parent");
+    PyObject *new_gr_frame = PyObject_GetAttrString(new_type, "gr_frame");
+    if (new_parent == NULL || new_gr_frame == NULL) {
+        Py_XDECREF(new_parent);
+        Py_XDECREF(new_gr_frame);
+        return NULL;
+    }
+    if (Py_TYPE(new_parent)->tp_descr_get == NULL || Py_TYPE(new_gr_frame)->tp_descr_get == NULL) {
+        Py_DECREF(new_parent);
+        Py_DECREF(new_gr_frame);
+        PyErr_SetString(PyExc_TypeError, "greenlet's parent and gr_frame are not descriptors");
+        return NULL;
+    }
+    Py_INCREF(new_kinds);
+    Py_INCREF(new_classify);
+    Py_INCREF(new_getcurrent);
+    Py_INCREF(new_type);
+    Py_XSETREF(kinds, new_kinds);
+    Py_XSETREF(classify, new_classify);
+    Py_XSETREF(getcurrent, new_getcurrent);
+    Py_XSETREF(greenlet_type, (PyTypeObject *)new_type);
+    Py_XSETREF(parent_descr, new_parent);
+    Py_XSETREF(gr_frame_descr, new_gr_frame);
+    depth = new_depth;
+    clear_cache();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(kinds, classify, getcurrent, greenlet_type, depth): what the walk reads."},
+    {"offsets", offsets, METH_NOARGS,
+     "The caller's call-site key: id(code), f_lasti per user frame (as capture._offsets)."},
+    {"user_frames", user_frames, METH_NOARGS,
+     "The caller's user frames, innermost first: (code, line) pairs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_walk", "The call-site walk of pytest_noplusone.capture, in C.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__walk(void)
+{
+    return PyModule_Create(&module_def);
+}
