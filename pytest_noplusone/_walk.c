@@ -8,9 +8,11 @@
  * they lie, which is what sys._getframe and PyFrame_GetBack do internally.
  *
  * The classification of files stays in Python (capture._classify fills capture._kinds); this
- * module only reads that dict, and calls the classifier for a file it has not seen. The pure
- * Python walk (capture._offsets) remains the reference and the fallback: both return the same
- * keys, which the test suite checks.
+ * module only reads that dict, and calls the classifier for a file it has not seen. Call sites
+ * are cached by a hash of their code objects and offsets, in a dict that capture fills (each
+ * entry is checked against the frames, so a hash collision is only a miss). The pure-Python
+ * walk (capture._offsets) remains the reference and the fallback: both find the same frames,
+ * which the test suite checks.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +32,7 @@
 static PyObject *kinds;      /* dict: co_filename -> kind (capture._kinds) */
 static PyObject *classify;   /* capture._classify(filename) -> kind; stores it in kinds */
 static PyObject *getcurrent; /* greenlet.getcurrent */
+static PyObject *sites;      /* dict: hash -> (site, codes, offsets) (capture._sites_by_hash) */
 static int depth = 4;        /* user frames per call site */
 static PyTypeObject *greenlet_type; /* greenlet.greenlet */
 static PyObject *parent_descr;       /* its ``parent`` and ``gr_frame`` descriptors, called */
@@ -181,8 +184,53 @@ error:
     return -1;
 }
 
+/* A call site's hash: the code objects and offsets of its user frames. */
+static size_t
+hash_of(const Found *found, int count)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)count;
+    for (int i = 0; i < count; i++) {
+        h ^= (uint64_t)(uintptr_t)found[i].code;
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= (uint64_t)(uint32_t)found[i].lasti;
+        h *= 0xc4ceb9fe1a85ec53ULL;
+        h ^= h >> 33;
+    }
+    return (size_t)h;
+}
+
+/* Whether a cache entry (site, codes, offsets) is the one of these frames (a hash can
+ * collide; an entry keeps its code objects alive, so their addresses are still theirs). */
+static int
+matches(PyObject *entry, const Found *found, int count)
+{
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        return 0;
+    }
+    PyObject *codes = PyTuple_GET_ITEM(entry, 1);
+    PyObject *lastis = PyTuple_GET_ITEM(entry, 2);
+    if (!PyTuple_CheckExact(codes) || !PyTuple_CheckExact(lastis) ||
+        PyTuple_GET_SIZE(codes) != count || PyTuple_GET_SIZE(lastis) != count) {
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        if (PyTuple_GET_ITEM(codes, i) != (PyObject *)found[i].code) {
+            return 0;
+        }
+        long lasti = PyLong_AsLong(PyTuple_GET_ITEM(lastis, i));
+        if (lasti == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (lasti != found[i].lasti) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *
-offsets(PyObject *module, PyObject *Py_UNUSED(ignored))
+site(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     Found found[MAX_DEPTH];
     PyObject *hold;
@@ -190,25 +238,24 @@ offsets(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (count < 0) {
         return NULL;
     }
-    PyObject *key = PyTuple_New(2 * count);
-    for (int i = 0; key != NULL && i < count; i++) {
-        PyObject *id = PyLong_FromVoidPtr(found[i].code);
-        PyObject *lasti = PyLong_FromLong(found[i].lasti);
-        if (id == NULL || lasti == NULL) {
-            Py_XDECREF(id);
-            Py_XDECREF(lasti);
-            Py_CLEAR(key);
-            break;
+    PyObject *result = NULL;
+    PyObject *key = PyLong_FromSize_t(hash_of(found, count));
+    if (key != NULL) {
+        PyObject *entry = PyDict_GetItemWithError(sites, key); /* borrowed */
+        if (entry != NULL && matches(entry, found, count)) {
+            result = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
         }
-        PyTuple_SET_ITEM(key, 2 * i, id);
-        PyTuple_SET_ITEM(key, 2 * i + 1, lasti);
+        else if (!PyErr_Occurred()) {
+            result = Py_NewRef(Py_None);
+        }
+        Py_DECREF(key);
     }
     Py_XDECREF(hold);
-    return key;
+    return result;
 }
 
 static PyObject *
-user_frames(PyObject *module, PyObject *Py_UNUSED(ignored))
+locate(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     Found found[MAX_DEPTH];
     PyObject *hold;
@@ -219,24 +266,32 @@ user_frames(PyObject *module, PyObject *Py_UNUSED(ignored))
     PyObject *frames = PyTuple_New(count);
     for (int i = 0; frames != NULL && i < count; i++) {
         int line = PyCode_Addr2Line(found[i].code, found[i].lasti);
-        PyObject *pair = Py_BuildValue("(Oi)", (PyObject *)found[i].code, line);
-        if (pair == NULL) {
+        PyObject *frame = Py_BuildValue("(Oii)", (PyObject *)found[i].code, found[i].lasti, line);
+        if (frame == NULL) {
             Py_CLEAR(frames);
             break;
         }
-        PyTuple_SET_ITEM(frames, i, pair);
+        PyTuple_SET_ITEM(frames, i, frame);
     }
+    PyObject *result = NULL;
+    PyObject *key = frames != NULL ? PyLong_FromSize_t(hash_of(found, count)) : NULL;
+    if (key != NULL) {
+        result = PyTuple_Pack(2, key, frames);
+        Py_DECREF(key);
+    }
+    Py_XDECREF(frames);
     Py_XDECREF(hold);
-    return frames;
+    return result;
 }
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *new_kinds, *new_classify, *new_getcurrent, *new_type;
+    PyObject *new_kinds, *new_classify, *new_getcurrent, *new_type, *new_sites;
     int new_depth;
-    if (!PyArg_ParseTuple(args, "O!OOO!i:configure", &PyDict_Type, &new_kinds, &new_classify,
-                          &new_getcurrent, &PyType_Type, &new_type, &new_depth)) {
+    if (!PyArg_ParseTuple(args, "O!OOO!iO!:configure", &PyDict_Type, &new_kinds, &new_classify,
+                          &new_getcurrent, &PyType_Type, &new_type, &new_depth, &PyDict_Type,
+                          &new_sites)) {
         return NULL;
     }
     if (new_depth < 1 || new_depth > MAX_DEPTH) {
@@ -260,6 +315,8 @@ configure(PyObject *module, PyObject *args)
     Py_INCREF(new_classify);
     Py_INCREF(new_getcurrent);
     Py_INCREF(new_type);
+    Py_INCREF(new_sites);
+    Py_XSETREF(sites, new_sites);
     Py_XSETREF(kinds, new_kinds);
     Py_XSETREF(classify, new_classify);
     Py_XSETREF(getcurrent, new_getcurrent);
@@ -273,11 +330,10 @@ configure(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(kinds, classify, getcurrent, greenlet_type, depth): what the walk reads."},
-    {"offsets", offsets, METH_NOARGS,
-     "The caller's call-site key: id(code), f_lasti per user frame (as capture._offsets)."},
-    {"user_frames", user_frames, METH_NOARGS,
-     "The caller's user frames, innermost first: (code, line) pairs."},
+     "configure(kinds, classify, getcurrent, greenlet_type, depth, sites): what it reads."},
+    {"site", site, METH_NOARGS, "The caller's call site from the sites cache, or None."},
+    {"locate", locate, METH_NOARGS,
+     "The caller's call-site hash and user frames, innermost first: (code, f_lasti, line)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,11 +8,13 @@ process-wide, so queries made in other threads and tasks count too.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import re
 import sys
 import sysconfig
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -154,7 +156,7 @@ class CapturedQuery:
         parameters: Any,
         executemany: bool,
         fingerprint: str,
-        url: URL | None,
+        engine: Engine | None,
         site: _Site,
         loader: tuple[str, str, Any] | None = None,
     ) -> None:
@@ -163,7 +165,7 @@ class CapturedQuery:
         self.parameters = parameters
         self.executemany = executemany
         self.fingerprint = fingerprint
-        self._url = url
+        self._url: URL | None = engine.url if engine is not None else None
         self._site = site
         self._loader = loader
 
@@ -224,13 +226,22 @@ class ShapeStats:
         #: Distinct parameter values of the first executions, for telling loops from repeats.
         self.parameter_sets: set[Any] = set()
 
+    def sampling(self) -> bool:
+        """Whether a further statement of this shape can still add a parent or a parameter set
+        (the fold visits such shapes statement by statement, and only counts the others)."""
+        if self.example._loader is not None:
+            return self.example._loader[2] is not None and len(self.parent_keys) < _MAX_DISTINCT
+        return self.count < _MAX_DISTINCT and len(self.parameter_sets) < 2
+
 
 _MAX_DISTINCT = detection.MAX_DISTINCT
 
 
 #: One statement as the listener records it: the arguments of ``CapturedQuery``. A tuple is
 #: cheap to make; the object is made only when someone reads ``QueryLog.queries``.
-_Raw = tuple[str, Any, bool, str, "URL | None", _Site, "tuple[str, str, Any] | None"]
+_Raw = tuple[str, Any, bool, str, "Engine | None", _Site, "tuple[str, str, Any] | None"]
+#: A recorded statement's shape key: (fingerprint, site).
+_SHAPE_KEY = operator.itemgetter(3, 5)
 
 
 #: Recorded statements a log holds before the listener folds them into its aggregates.
@@ -298,23 +309,50 @@ class QueryLog:
             if room > 0:
                 kept.extend(batch[:room])
             shapes = self._shapes
-            for raw in batch:
-                key = (raw[3], raw[5])
+            # Counting is done in C (a Counter of (fingerprint, site) pairs); statement by
+            # statement, the fold visits only new shapes and those still sampling, and only
+            # until they stop sampling.
+            visit: dict[tuple[str, _Site], int] = {}
+            for key, count in Counter(map(_SHAPE_KEY, batch)).items():
                 stats = shapes.get(key)
-                if stats is None:
-                    stats = shapes[key] = ShapeStats(CapturedQuery(*raw))
-                count = stats.count = stats.count + 1
-                loader = raw[6]
-                if loader is not None:
-                    # ORM loaders are judged by their parents, not by their (often long) IN
-                    # lists.
-                    if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
-                        stats.parent_keys.add(loader[2])
-                # Sampled from the first executions: enough to tell a loop from a repeat, and
-                # a shape repeated a million times costs no more than one repeated 64 times.
-                # Only "one value or several" is read, so sampling stops at two values.
-                elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
-                    stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
+                if stats is None or stats.sampling():
+                    visit[key] = count
+                else:
+                    stats.count += count
+            if visit:
+                self._visit(batch, visit)
+
+    def _visit(self, batch: list[_Raw], visit: dict[tuple[str, _Site], int]) -> None:
+        """Count the statements of the shapes in ``visit`` (shape -> its statements in the
+        batch) one by one while they sample, the rest at once."""
+        shapes = self._shapes
+        for raw in batch:
+            key = (raw[3], raw[5])
+            left = visit.get(key)
+            if left is None:
+                continue
+            stats = shapes.get(key)
+            if stats is None:
+                stats = shapes[key] = ShapeStats(CapturedQuery(*raw))
+            count = stats.count = stats.count + 1
+            loader = raw[6]
+            if loader is not None:
+                # ORM loaders are judged by their parents, not by their (often long) IN lists.
+                if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
+                    stats.parent_keys.add(loader[2])
+            # Sampled from the first executions: enough to tell a loop from a repeat, and a
+            # shape repeated a million times costs no more than one repeated 64 times. Only
+            # "one value or several" is read, so sampling stops at two values.
+            elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
+                stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
+            left -= 1
+            if left and stats.sampling():
+                visit[key] = left
+                continue
+            stats.count += left  # done sampling: the rest of the batch is only counted
+            del visit[key]
+            if not visit:
+                break
 
     @property
     def fingerprints(self) -> dict[str, int]:
@@ -345,6 +383,8 @@ class _Shape:
 _lock = threading.Lock()
 #: The open windows; replaced, never changed in place, so the listener reads it without a lock.
 _windows: tuple[QueryLog, ...] = ()
+#: What the listener needs of each open window: its engine filter and its pending list.
+_targets: tuple[tuple[Engine | None, list[_Raw], QueryLog], ...] = ()
 _shapes: dict[str, _Shape] = {}
 _MAX_SHAPES = 20_000
 _ignore: tuple[re.Pattern[str], ...] = ()
@@ -417,6 +457,8 @@ def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> 
 # unique while cached.
 _sites_by_offset: dict[tuple[int, ...], tuple[_Site, tuple[CodeType, ...]]] = {}
 _sites: dict[_Frames, _Site] = {}
+#: The C walk's cache: a hash of the frames' code objects and offsets -> (site, codes, offsets).
+_sites_by_hash: dict[int, tuple[_Site, tuple[CodeType, ...], tuple[int, ...]]] = {}
 
 
 def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
@@ -428,19 +470,22 @@ def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
         return entry[0]
     found: list[FrameType] = []
     _offsets(frame, found)  # only on a miss: the frames themselves, for their lines
-    return _intern(key, [(each.f_code, each.f_lineno) for each in found])
+    site = _intern([(each.f_code, each.f_lineno) for each in found])
+    _sites_by_offset[key] = (site, tuple(each.f_code for each in found))
+    return site
 
 
-def _intern(key: tuple[int, ...], found: Sequence[tuple[CodeType, int]]) -> _Site:
-    """Cache the site of the user frames ``found`` (code and line each) under ``key``."""
+def _intern(found: Sequence[tuple[CodeType, int]]) -> _Site:
+    """The interned site of the user frames ``found`` (code and line each)."""
     frames = tuple((code.co_filename, line, code.co_name) for code, line in found)
-    if len(_sites_by_offset) >= _MAX_SITES:
+    if max(len(_sites), len(_sites_by_offset), len(_sites_by_hash)) >= _MAX_SITES:
+        # All caches at once: a site is one object while any of them can return it.
         _sites_by_offset.clear()
+        _sites_by_hash.clear()
         _sites.clear()
     site = _sites.get(frames)
     if site is None:
         site = _sites[frames] = _Site(frames)
-    _sites_by_offset[key] = (site, tuple(code for code, _ in found))
     return site
 
 
@@ -487,23 +532,40 @@ def _learn() -> FrameType | None:
 
 
 # The same walk in C (``_walk.c``, built for CPython 3.11 and 3.12): it reads the interpreter's
-# frame records instead of making a frame object per frame, and needs no depth hints. It is used
-# when it was built, unless NOPLUSONE_PURE_PYTHON is set; both walks return the same keys.
-_c_offsets: Callable[[], tuple[int, ...]] | None = None
-_c_user_frames: Callable[[], tuple[tuple[CodeType, int], ...]] = tuple
+# frame records instead of making a frame object per frame, needs no depth hints, and looks the
+# site up itself, by a hash of the frames' code objects and offsets (each entry keeps its code
+# objects alive and is checked against the frames). It is used when it was built, unless
+# NOPLUSONE_PURE_PYTHON is set; both walks find the same frames.
+_c_site: Callable[[], _Site | None] | None = None
 if not os.environ.get("NOPLUSONE_PURE_PYTHON"):
     try:
         from . import _walk
     except ImportError:  # not built: no compiler at install time, or another Python
         pass
     else:
-        _walk.configure(_kinds, _classify, greenlet.getcurrent, greenlet.greenlet, CALL_SITE_DEPTH)
-        _c_offsets, _c_user_frames = _walk.offsets, _walk.user_frames
+        _walk.configure(
+            _kinds,
+            _classify,
+            greenlet.getcurrent,
+            greenlet.greenlet,
+            CALL_SITE_DEPTH,
+            _sites_by_hash,
+        )
+        _c_site = _walk.site
+
+
+def _c_intern() -> _Site:
+    """The C walk's miss: the caller's site, found and cached under its hash."""
+    key, found = _walk.locate()
+    site = _intern([(code, line) for code, _, line in found])
+    codes = tuple(code for code, _, _ in found)
+    _sites_by_hash[key] = (site, codes, tuple(lasti for _, lasti, _ in found))
+    return site
 
 
 def accelerated() -> bool:
     """True when call sites are found by the C walk."""
-    return _c_offsets is not None
+    return _c_site is not None
 
 
 # Relationship loads are recognised from the ORM's own state on the execution context: the
@@ -568,10 +630,10 @@ def _capture(
             shape = _shape(key)
         if not shape.counted:
             return
-        if _c_offsets is not None:  # the C walk: no frame objects, no bytecodes per frame
-            offsets = _c_offsets()
-            entry = _sites_by_offset.get(offsets)
-            site = entry[0] if entry is not None else _intern(offsets, _c_user_frames())
+        if _c_site is not None:  # the C walk: no frame objects, no bytecodes per frame
+            site = _c_site()
+            if site is None:
+                site = _c_intern()
         else:
             # The first frame that is not infrastructure: a learned depth, else a walk.
             for depth, code in _hints:
@@ -594,10 +656,9 @@ def _capture(
             else None
         )
         engine = connection.engine
-        raw = (statement, parameters, executemany, shape.fingerprint, engine.url, site, loader)
-        for log in windows:
-            if log._engine is None or log._engine is engine:
-                pending = log._pending
+        raw = (statement, parameters, executemany, shape.fingerprint, engine, site, loader)
+        for only, pending, log in _targets:
+            if only is None or only is engine:
                 pending.append(raw)
                 if len(pending) >= _BATCH:
                     log._fold()  # memory stays O(shapes), however many statements run
@@ -639,6 +700,7 @@ def open_window(log: QueryLog) -> None:
     acquire()
     with _lock:
         _windows = (*_windows, log)
+        _retarget()
 
 
 def open_windows() -> list[QueryLog]:
@@ -655,4 +717,10 @@ def close_window(log: QueryLog) -> None:
             if _windows[index] is log:
                 _windows = _windows[:index] + _windows[index + 1 :]
                 break
+        _retarget()
     release()
+
+
+def _retarget() -> None:
+    global _targets
+    _targets = tuple((log._engine, log._pending, log) for log in _windows)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from conftest import Project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from pytest_noplusone import capture, capture_queries
+from pytest_noplusone import capture, capture_queries, detection
 
 POLICY_TESTS = """
 import asyncio
@@ -442,3 +446,91 @@ def test_the_c_walk_is_in_use() -> None:
     if os.environ.get("NOPLUSONE_REQUIRE_C_WALK", "") not in ("", "0", "false"):
         pytest.fail(f"{reason}; NOPLUSONE_REQUIRE_C_WALK is set, so this is a failure")
     pytest.skip(reason)
+
+
+@pytest.mark.allow_nplusone  # the loop is the point: one line, three statements
+def test_the_c_walk_finds_a_known_call_site_in_its_cache(tmp_path: Path) -> None:
+    """Statements from one line are located once; the next ones are cache hits."""
+    if not capture.accelerated():
+        pytest.skip("the C walk is not built or not enabled in this environment")
+    misses = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        # A profile function adds no frame to the stacks the walk reads (a wrapper would).
+        if event == "call" and frame.f_code is capture._c_intern.__code__:
+            misses.append(frame)
+
+    engine = create_engine(f"sqlite:///{tmp_path}/cache.sqlite3")
+    with capture_queries() as log, engine.connect() as conn:
+        sys.setprofile(profile)
+        try:
+            for i in range(3):
+                conn.execute(text("SELECT :i"), {"i": i})
+        finally:
+            sys.setprofile(None)
+    engine.dispose()
+    assert log.count == 3
+    assert len({stats.example.location for stats in log.shapes.values()}) == 1
+    assert len(misses) <= 1
+
+
+def _reference_fold(raws: list) -> dict:
+    """The fold written plainly, statement by statement: what QueryLog must compute."""
+    shapes: dict = {}
+    for raw in raws:
+        stats = shapes.setdefault((raw[3], raw[5]), {"count": 0, "parents": set(), "params": set()})
+        stats["count"] += 1
+        if raw[6] is not None:
+            if raw[6][2] is not None and len(stats["parents"]) < detection.MAX_DISTINCT:
+                stats["parents"].add(raw[6][2])
+        elif stats["count"] <= detection.MAX_DISTINCT and len(stats["params"]) < 2 and not raw[2]:
+            stats["params"].add(detection.parameter_key(raw[0], raw[1]))
+    return shapes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pattern=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),  # shape
+            st.integers(0, 2),  # site
+            st.integers(0, 3),  # parameter value
+            st.booleans(),  # executemany
+            st.integers(0, 80),  # parent
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    repeat=st.integers(1, 30),  # up to 1,200 statements: several batches of 256
+    reads=st.lists(st.integers(0, 1200), max_size=3),
+)
+def test_folding_in_batches_counts_like_one_statement_at_a_time(
+    pattern: list, repeat: int, reads: list
+) -> None:
+    """Counts, sampled parameter sets and parents are the same whether the log folds every
+    256 statements, when read in between, or once; and shapes stay in first-seen order.
+    (A shape is one statement from one call site, so it is a lazy load, an eager batch or
+    neither, never a mix.)"""
+    sites = [capture._Site(((f"site{n}.py", n, "f"),)) for n in range(3)]
+    kinds = {"a": None, "b": "lazy", "c": "eager"}
+    raws = []
+    for index, (shape, site, value, many, parent) in enumerate(pattern * repeat):
+        value, parent = value + index % 2, parent + index % 70
+        sql = f"SELECT {shape} WHERE x = ?"
+        kind = kinds[shape]
+        load = None if kind is None else (kind, "A.b", parent if kind == "lazy" else None)
+        raws.append((sql, (value,), many and kind is None, sql, None, sites[site], load))
+    log = capture.QueryLog(keep=0)
+    for index, raw in enumerate(raws):
+        log._pending.append(raw)
+        if len(log._pending) >= capture._BATCH:
+            log._fold()
+        if index in reads:
+            log._fold()
+    expected = _reference_fold(raws)
+    assert list(log.shapes) == list(expected)
+    assert log.count == len(raws)
+    for key, stats in log.shapes.items():
+        assert stats.count == expected[key]["count"]
+        assert stats.parent_keys == expected[key]["parents"]
+        assert stats.parameter_sets == expected[key]["params"]
