@@ -381,9 +381,8 @@ class _Shape:
 
 
 _lock = threading.Lock()
-#: The open windows; replaced, never changed in place, so the listener reads it without a lock.
-_windows: tuple[QueryLog, ...] = ()
-#: What the listener needs of each open window: its engine filter and its pending list.
+#: The open windows, as the listener reads them: (engine filter, pending list, log) each.
+#: Replaced, never changed in place, so the listener reads it without a lock.
 _targets: tuple[tuple[Engine | None, list[_Raw], QueryLog], ...] = ()
 _shapes: dict[str, _Shape] = {}
 _MAX_SHAPES = 20_000
@@ -598,12 +597,12 @@ def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
-    if _windows:
+    if _targets:
         _capture(cursor, statement, parameters, context, executemany=True)
 
 
 def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
-    if _windows:
+    if _targets:
         _capture(cursor, statement, (), context)
 
 
@@ -614,8 +613,7 @@ def _capture(
     # calls are its main cost, so the common case (a known call path and call site, not an
     # ORM relationship load) is written out here instead of in helpers, and recording is an
     # append (QueryLog._fold counts later).
-    windows = _windows
-    if not windows:
+    if not _targets:
         return
     try:
         connection = context.root_connection
@@ -696,31 +694,24 @@ def release() -> None:
 
 def open_window(log: QueryLog) -> None:
     """Start recording into ``log``."""
-    global _windows
+    global _targets
     acquire()
     with _lock:
-        _windows = (*_windows, log)
-        _retarget()
+        _targets = (*_targets, (log._engine, log._pending, log))
 
 
 def open_windows() -> list[QueryLog]:
     """The windows recording right now."""
     with _lock:
-        return list(_windows)
+        return [log for _, _, log in _targets]
 
 
 def close_window(log: QueryLog) -> None:
     """Stop recording into ``log``."""
-    global _windows
-    with _lock:
-        for index in range(len(_windows) - 1, -1, -1):
-            if _windows[index] is log:
-                _windows = _windows[:index] + _windows[index + 1 :]
-                break
-        _retarget()
-    release()
-
-
-def _retarget() -> None:
     global _targets
-    _targets = tuple((log._engine, log._pending, log) for log in _windows)
+    with _lock:
+        for index in range(len(_targets) - 1, -1, -1):
+            if _targets[index][2] is log:
+                _targets = _targets[:index] + _targets[index + 1 :]
+                break
+    release()
