@@ -7,7 +7,8 @@ without it, ``--rounds`` times each, and prints the median wall times and their 
 median CPU times (user + system of the pytest process) and theirs: on a shared or throttled
 machine the CPU time is the steadier of the two. Each line also gives the median of the
 per-round ratios (a run with the plugin over the run without it just before), which cancels
-slow drift in the machine's speed.
+slow drift in the machine's speed, and from 4 rounds on the quartiles of those per-round ratios,
+which show how much a single round's ratio varies on this machine.
 
 ``--callgrind N`` adds a count that does not depend on the machine's load: each variant runs
 once per hash seed 0..N-1 under ``valgrind --tool=callgrind``, and the median ratio of CPU
@@ -202,12 +203,17 @@ def main() -> None:
             for kind, index in (("wall", 0), ("cpu", 1)):
                 with_plugin = statistics.median(run[index] for run in on)
                 without = statistics.median(run[index] for run in off)
-                pairs = zip(on, off, strict=True)
-                paired = statistics.median(a[index] / b[index] for a, b in pairs)
+                pairs = [a[index] / b[index] for a, b in zip(on, off, strict=True)]
+                paired = statistics.median(pairs)
+                # The spread says how far one run's ratio can be trusted on this machine.
+                spread = ""
+                if len(pairs) >= 4:
+                    low, _, high = statistics.quantiles(pairs, n=4)
+                    spread = f" (quartiles {low:5.3f}-{high:5.3f})"
                 print(
                     f"{backend:<22} {kind:<4} without {without:6.2f} s   "
                     f"with {with_plugin:6.2f} s   ratio {with_plugin / without:5.3f}   "
-                    f"paired {paired:5.3f}",
+                    f"paired {paired:5.3f}{spread}",
                     flush=True,
                 )
             ratios = []
