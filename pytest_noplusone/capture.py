@@ -327,7 +327,7 @@ class QueryLog:
         batch) one by one while they sample, the rest at once."""
         shapes = self._shapes
         for raw in batch:
-            key = (raw[3], raw[5])
+            key = _SHAPE_KEY(raw)
             left = visit.get(key)
             if left is None:
                 continue
