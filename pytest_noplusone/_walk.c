@@ -229,8 +229,27 @@ matches(PyObject *entry, const Found *found, int count)
     return 1;
 }
 
+/* The last entries found in the sites dict, by hash, in front of it: a hit costs no int
+ * object and no dict lookup. A slot holds a reference to its entry; capture clears them
+ * (forget) whenever it clears the dict, so a slot never returns a site that is no longer the
+ * interned one. */
+#define SITE_SLOTS 64
+static struct {
+    size_t hash;
+    PyObject *entry; /* (site, codes, offsets) */
+} site_slots[SITE_SLOTS];
+
+static void
+clear_site_slots(void)
+{
+    for (int i = 0; i < SITE_SLOTS; i++) {
+        Py_CLEAR(site_slots[i].entry);
+    }
+}
+
+/* The caller's site from the sites cache: a new reference, None on a miss, NULL on error. */
 static PyObject *
-site(PyObject *module, PyObject *Py_UNUSED(ignored))
+cached_site(void)
 {
     Found found[MAX_DEPTH];
     PyObject *hold;
@@ -238,11 +257,20 @@ site(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (count < 0) {
         return NULL;
     }
+    size_t hash = hash_of(found, count);
+    size_t slot = (hash >> 17) % SITE_SLOTS;
+    PyObject *entry = site_slots[slot].entry;
+    if (entry != NULL && site_slots[slot].hash == hash && matches(entry, found, count)) {
+        Py_XDECREF(hold);
+        return Py_NewRef(PyTuple_GET_ITEM(entry, 0));
+    }
     PyObject *result = NULL;
-    PyObject *key = PyLong_FromSize_t(hash_of(found, count));
+    PyObject *key = PyLong_FromSize_t(hash);
     if (key != NULL) {
-        PyObject *entry = PyDict_GetItemWithError(sites, key); /* borrowed */
+        entry = PyDict_GetItemWithError(sites, key); /* borrowed */
         if (entry != NULL && matches(entry, found, count)) {
+            Py_XSETREF(site_slots[slot].entry, Py_NewRef(entry));
+            site_slots[slot].hash = hash;
             result = Py_NewRef(PyTuple_GET_ITEM(entry, 0));
         }
         else if (!PyErr_Occurred()) {
@@ -252,6 +280,19 @@ site(PyObject *module, PyObject *Py_UNUSED(ignored))
     }
     Py_XDECREF(hold);
     return result;
+}
+
+static PyObject *
+forget(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    clear_site_slots();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+site(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return cached_site();
 }
 
 static PyObject *
@@ -282,6 +323,266 @@ locate(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_XDECREF(frames);
     Py_XDECREF(hold);
     return result;
+}
+
+/* ---- The listener (capture._capture in C) ----------------------------------------------
+ *
+ * SQLAlchemy calls the do_execute listener for every statement, so its cost is the plugin's
+ * cost: in Python, the listener's forty-odd bytecodes cost more than the walk. This is the
+ * same function, statement for statement, reading the same state of the capture module (its
+ * ``_targets``, read from the module's namespace on each call, and its shapes cache); what is
+ * rare (a new statement, a new call site, an ORM relationship load, a full batch) calls back
+ * into the module's Python functions. capture._capture remains the reference and the fallback.
+ */
+
+static PyObject *namespace;   /* capture's module dict: ``_targets`` is read from it */
+static PyObject *shapes;      /* capture._shapes: the statement's key -> fingerprint ("": not counted) */
+static PyObject *new_shape;   /* capture._shape(key) -> the same, cached */
+static PyObject *intern_site; /* capture._c_intern() -> the caller's site, cached */
+static PyObject *loader;      /* capture._loader(statement, load options) -> loader or None */
+static PyObject *errors;      /* capture._listener_errors */
+static Py_ssize_t batch = 256;
+
+static PyObject *s_targets, *s_root_connection, *s_allow_autobegin, *s_compiled, *s_string,
+    *s_execution_options, *s_load_options, *s_invoked_statement, *s_engine, *s_fold;
+
+/* The statement's record, or NULL with an exception set; *skip is set for a statement that is
+ * not counted (the dialect's first-connect queries, transaction control, ignored patterns). */
+static PyObject *
+record(PyObject *statement, PyObject *parameters, PyObject *context, int executemany, int *skip)
+{
+    PyObject *raw = NULL, *fingerprint = NULL, *site_ = NULL, *load = NULL, *engine = NULL;
+    PyObject *connection = PyObject_GetAttr(context, s_root_connection);
+    if (connection == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyObject_GetAttr(connection, s_allow_autobegin);
+    int allowed = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    if (allowed <= 0) {
+        *skip = 1; /* the dialect's first-connect initialisation */
+        goto done;
+    }
+    /* The compiled string is one object per compiled statement (its hash is cached). */
+    PyObject *compiled = PyObject_GetAttr(context, s_compiled);
+    if (compiled == NULL) {
+        goto done;
+    }
+    PyObject *key = compiled == Py_None ? Py_NewRef(statement) : PyObject_GetAttr(compiled, s_string);
+    Py_DECREF(compiled);
+    if (key == NULL) {
+        goto done;
+    }
+    fingerprint = PyDict_GetItemWithError(shapes, key);
+    if (fingerprint != NULL) {
+        Py_INCREF(fingerprint);
+    }
+    else if (!PyErr_Occurred()) {
+        fingerprint = PyObject_CallOneArg(new_shape, key);
+    }
+    Py_DECREF(key);
+    if (fingerprint == NULL) {
+        goto done;
+    }
+    if (!PyUnicode_Check(fingerprint)) {
+        PyErr_SetString(PyExc_TypeError, "capture._shapes holds a fingerprint that is not a str");
+        goto done;
+    }
+    if (PyUnicode_GET_LENGTH(fingerprint) == 0) {
+        *skip = 1;
+        goto done;
+    }
+    site_ = cached_site();
+    if (site_ == Py_None) {
+        Py_SETREF(site_, PyObject_CallNoArgs(intern_site));
+    }
+    if (site_ == NULL) {
+        goto done;
+    }
+    PyObject *options = PyObject_GetAttr(context, s_execution_options);
+    if (options == NULL) {
+        goto done;
+    }
+    /* One membership test for the statements that are not ORM loads. */
+    int orm = PySequence_Contains(options, s_load_options);
+    if (orm > 0) {
+        PyObject *invoked = PyObject_GetAttr(context, s_invoked_statement);
+        PyObject *load_options = PyObject_GetItem(options, s_load_options);
+        if (invoked != NULL && load_options != NULL) {
+            PyObject *pair[2] = {invoked, load_options};
+            load = PyObject_Vectorcall(loader, pair, 2, NULL);
+        }
+        Py_XDECREF(invoked);
+        Py_XDECREF(load_options);
+    }
+    else if (orm == 0) {
+        load = Py_NewRef(Py_None);
+    }
+    Py_DECREF(options);
+    if (load == NULL) {
+        goto done;
+    }
+    engine = PyObject_GetAttr(connection, s_engine);
+    if (engine == NULL) {
+        goto done;
+    }
+    raw = PyTuple_Pack(7, statement, parameters, executemany ? Py_True : Py_False, fingerprint,
+                       engine, site_, load);
+done:
+    Py_DECREF(connection);
+    Py_XDECREF(fingerprint);
+    Py_XDECREF(site_);
+    Py_XDECREF(load);
+    Py_XDECREF(engine);
+    return raw;
+}
+
+/* Append the record to each open window that takes this engine's statements; a window whose
+ * pending list is full is folded (its memory stays O(shapes)). */
+static int
+deliver(PyObject *targets, PyObject *raw)
+{
+    PyObject *engine = PyTuple_GET_ITEM(raw, 4);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(targets); i++) {
+        PyObject *target = PyTuple_GET_ITEM(targets, i);
+        if (!PyTuple_CheckExact(target) || PyTuple_GET_SIZE(target) != 3) {
+            PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
+            return -1;
+        }
+        PyObject *only = PyTuple_GET_ITEM(target, 0);
+        PyObject *pending = PyTuple_GET_ITEM(target, 1);
+        if (only != Py_None && only != engine) {
+            continue;
+        }
+        if (!PyList_CheckExact(pending)) {
+            PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
+            return -1;
+        }
+        if (PyList_Append(pending, raw) < 0) {
+            return -1;
+        }
+        if (PyList_GET_SIZE(pending) >= batch) {
+            PyObject *folded = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(target, 2), s_fold);
+            if (folded == NULL) {
+                return -1;
+            }
+            Py_DECREF(folded);
+        }
+    }
+    return 0;
+}
+
+/* capture(cursor, statement, parameters, context, executemany=False): the do_execute
+ * listener. Returns None (the statement still runs); never raises an Exception into the
+ * user's query: one is kept in capture._listener_errors (the first ten) instead. */
+static PyObject *
+capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 && nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "capture() takes 4 or 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (namespace == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pytest_noplusone._walk.bind() was not called");
+        return NULL;
+    }
+    PyObject *targets = PyDict_GetItemWithError(namespace, s_targets); /* borrowed */
+    if (targets == NULL || !PyTuple_CheckExact(targets) || PyTuple_GET_SIZE(targets) == 0) {
+        if (targets == NULL && PyErr_Occurred()) {
+            goto error;
+        }
+        Py_RETURN_NONE;
+    }
+    /* Held: the module may replace its _targets while Python code runs below. */
+    Py_INCREF(targets);
+    int executemany = 0;
+    if (nargs == 5) {
+        executemany = PyObject_IsTrue(args[4]);
+    }
+    int skip = 0, failed = executemany < 0;
+    if (!failed) {
+        PyObject *raw = record(args[1], args[2], args[3], executemany, &skip);
+        if (raw != NULL) {
+            failed = deliver(targets, raw) < 0;
+            Py_DECREF(raw);
+        }
+        else {
+            failed = !skip || PyErr_Occurred();
+        }
+    }
+    Py_DECREF(targets);
+    if (!failed) {
+        Py_RETURN_NONE;
+    }
+error:
+    /* A guest in the user's query: an Exception is kept, not raised (as in Python). */
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    int kept = 0;
+    if (value != NULL && PyList_GET_SIZE(errors) < 10) {
+        kept = PyList_Append(errors, value);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    if (kept < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+bind(PyObject *module, PyObject *args)
+{
+    PyObject *new_namespace, *new_shapes, *new_shape_fn, *new_intern, *new_loader, *new_errors;
+    Py_ssize_t new_batch;
+    if (!PyArg_ParseTuple(args, "O!O!OOOO!n:bind", &PyDict_Type, &new_namespace, &PyDict_Type,
+                          &new_shapes, &new_shape_fn, &new_intern, &new_loader, &PyList_Type,
+                          &new_errors, &new_batch)) {
+        return NULL;
+    }
+    if (new_batch < 1) {
+        PyErr_SetString(PyExc_ValueError, "batch must be positive");
+        return NULL;
+    }
+    if (s_targets == NULL) {
+        struct {
+            PyObject **name;
+            const char *text;
+        } names[] = {
+            {&s_targets, "_targets"},
+            {&s_root_connection, "root_connection"},
+            {&s_allow_autobegin, "_allow_autobegin"},
+            {&s_compiled, "compiled"},
+            {&s_string, "string"},
+            {&s_execution_options, "execution_options"},
+            {&s_load_options, "_sa_orm_load_options"},
+            {&s_invoked_statement, "invoked_statement"},
+            {&s_engine, "engine"},
+            {&s_fold, "_fold"},
+        };
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            *names[i].name = PyUnicode_InternFromString(names[i].text);
+            if (*names[i].name == NULL) {
+                return NULL;
+            }
+        }
+    }
+    Py_XSETREF(namespace, Py_NewRef(new_namespace));
+    Py_XSETREF(shapes, Py_NewRef(new_shapes));
+    Py_XSETREF(new_shape, Py_NewRef(new_shape_fn));
+    Py_XSETREF(intern_site, Py_NewRef(new_intern));
+    Py_XSETREF(loader, Py_NewRef(new_loader));
+    Py_XSETREF(errors, Py_NewRef(new_errors));
+    batch = new_batch;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -325,13 +626,20 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(gr_frame_descr, new_gr_frame);
     depth = new_depth;
     clear_cache();
+    clear_site_slots();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(kinds, classify, getcurrent, greenlet_type, depth, sites): what it reads."},
+    {"forget", forget, METH_NOARGS,
+     "Drop the sites found so far (capture cleared its sites dict)."},
     {"site", site, METH_NOARGS, "The caller's call site from the sites cache, or None."},
+    {"bind", bind, METH_VARARGS,
+     "bind(namespace, shapes, shape, intern, loader, errors, batch): the listener's state."},
+    {"capture", (PyCFunction)(void (*)(void))capture, METH_FASTCALL,
+     "capture(cursor, statement, parameters, context, executemany=False): the listener."},
     {"locate", locate, METH_NOARGS,
      "The caller's call-site hash and user frames, innermost first: (code, f_lasti, line)."},
     {NULL, NULL, 0, NULL},

@@ -372,19 +372,12 @@ class QueryLog:
         return f"<QueryLog count={self.count}>"
 
 
-class _Shape:
-    __slots__ = ("counted", "fingerprint")
-
-    def __init__(self, fingerprint: str, counted: bool) -> None:
-        self.fingerprint = fingerprint
-        self.counted = counted
-
-
 _lock = threading.Lock()
 #: The open windows, as the listener reads them: (engine filter, pending list, log) each.
 #: Replaced, never changed in place, so the listener reads it without a lock.
 _targets: tuple[tuple[Engine | None, list[_Raw], QueryLog], ...] = ()
-_shapes: dict[str, _Shape] = {}
+#: A statement's text (its compiled string) -> its fingerprint, or "" when it is not counted.
+_shapes: dict[str, str] = {}
 _MAX_SHAPES = 20_000
 _ignore: tuple[re.Pattern[str], ...] = ()
 _users = 0
@@ -403,17 +396,18 @@ def listener_errors() -> list[BaseException]:
     return _listener_errors
 
 
-def _shape(statement: str) -> _Shape:
-    shape = _shapes.get(statement)
-    if shape is None:
-        counted = _TRANSACTION_CONTROL.match(statement) is None and not any(
-            pattern.search(statement) for pattern in _ignore
-        )
-        shape = _Shape(detection.fingerprint(statement), counted)
-        if len(_shapes) >= _MAX_SHAPES:
-            _shapes.clear()
-        _shapes[statement] = shape
-    return shape
+def _shape(statement: str) -> str:
+    """The statement's fingerprint, or "" when it is not counted (cached in ``_shapes``)."""
+    counted = _TRANSACTION_CONTROL.match(statement) is None and not any(
+        pattern.search(statement) for pattern in _ignore
+    )
+    # A statement that is only blanks (the one with an empty fingerprint) fails in the
+    # database anyway: "" can mean "not counted".
+    fingerprint = detection.fingerprint(statement) if counted else ""
+    if len(_shapes) >= _MAX_SHAPES:
+        _shapes.clear()
+    _shapes[statement] = fingerprint
+    return fingerprint
 
 
 def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> tuple[int, ...]:
@@ -482,6 +476,8 @@ def _intern(found: Sequence[tuple[CodeType, int]]) -> _Site:
         _sites_by_offset.clear()
         _sites_by_hash.clear()
         _sites.clear()
+        if _c_site is not None:
+            _walk.forget()  # the C walk's slots in front of _sites_by_hash
     site = _sites.get(frames)
     if site is None:
         site = _sites[frames] = _Site(frames)
@@ -593,21 +589,22 @@ def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
 # The listeners are DialectEvents (do_execute, do_executemany, do_execute_no_params): they fire
 # for every DB-API cursor execution, insertmanyvalues batches included, and unlike
 # ConnectionEvents they do not switch SQLAlchemy's execution path to its slower, event-firing
-# branch for every statement. ``_capture`` itself listens to do_execute, the common case.
+# branch for every statement. The recorder itself (``_walk.capture`` when the C walk is
+# built, else ``_capture``) listens to do_execute, the common case.
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
     if _targets:
-        _capture(cursor, statement, parameters, context, executemany=True)
+        _record(cursor, statement, parameters, context, True)
 
 
 def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
     if _targets:
-        _capture(cursor, statement, (), context)
+        _record(cursor, statement, (), context, False)
 
 
 def _capture(
-    cursor: Any, statement: str, parameters: Any, context: Any, *, executemany: bool = False
+    cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool = False
 ) -> None:
     # The hot path: every line here runs once per statement while a window is open. Python
     # calls are its main cost, so the common case (a known call path and call site, not an
@@ -623,10 +620,10 @@ def _capture(
         # an expanded IN list or insertmanyvalues batch does not make a new cache entry.
         compiled = context.compiled
         key = compiled.string if compiled is not None else statement
-        shape = _shapes.get(key)
-        if shape is None:
-            shape = _shape(key)
-        if not shape.counted:
+        fingerprint = _shapes.get(key)
+        if fingerprint is None:
+            fingerprint = _shape(key)
+        if not fingerprint:
             return
         if _c_site is not None:  # the C walk: no frame objects, no bytecodes per frame
             site = _c_site()
@@ -654,7 +651,7 @@ def _capture(
             else None
         )
         engine = connection.engine
-        raw = (statement, parameters, executemany, shape.fingerprint, engine, site, loader)
+        raw = (statement, parameters, executemany, fingerprint, engine, site, loader)
         for only, pending, log in _targets:
             if only is None or only is engine:
                 pending.append(raw)
@@ -665,8 +662,15 @@ def _capture(
             _listener_errors.append(error)
 
 
+#: The recorder: the C listener (``_walk.capture``, the same steps as ``_capture`` without a
+#: bytecode per step) when the C walk is in use, else ``_capture``.
+_record: Callable[[Any, str, Any, Any, bool], None] = _capture
+if _c_site is not None:
+    _walk.bind(globals(), _shapes, _shape, _c_intern, _loader, _listener_errors, _BATCH)
+    _record = _walk.capture
+
 _LISTENERS = (
-    ("do_execute", _capture),
+    ("do_execute", _record),
     ("do_executemany", _do_executemany),
     ("do_execute_no_params", _do_execute_no_params),
 )

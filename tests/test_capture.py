@@ -534,3 +534,59 @@ def test_folding_in_batches_counts_like_one_statement_at_a_time(
         assert stats.count == expected[key]["count"]
         assert stats.parent_keys == expected[key]["parents"]
         assert stats.parameter_sets == expected[key]["params"]
+
+
+class _BrokenContext:
+    """An execution context whose first attribute the listener reads raises."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    @property
+    def root_connection(self) -> object:
+        raise self.error
+
+
+@pytest.mark.parametrize("recorder", ["_capture", "_record"])
+def test_the_listener_never_raises_into_the_users_statement(recorder: str) -> None:
+    """An Exception inside the listener (C or Python) is kept, not raised into the statement,
+    and records nothing; what is not an Exception (KeyboardInterrupt) still propagates."""
+    listener = getattr(capture, recorder)
+    log = capture.QueryLog()
+    errors = capture.listener_errors()
+    before = len(errors)
+    capture.open_window(log)
+    try:
+        kept = listener(None, "SELECT 1", {}, _BrokenContext(RuntimeError("broken context")))
+        with pytest.raises(KeyboardInterrupt):
+            listener(None, "SELECT 1", {}, _BrokenContext(KeyboardInterrupt()))
+    finally:
+        capture.close_window(log)
+        new = errors[before:]
+        del errors[before:]
+    assert kept is None
+    assert [repr(error) for error in new] == ["RuntimeError('broken context')"]
+    assert new[0].__traceback__ is not None
+    assert log.count == 0
+
+
+@pytest.mark.allow_nplusone  # one line, four statements
+def test_clearing_the_site_caches_clears_the_c_walks_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the cap every site cache is cleared; the C walk's slots too, so a site it returns
+    is always the interned one (never one the caches have forgotten)."""
+    if not capture.accelerated():
+        pytest.skip("the C walk is not built or not enabled in this environment")
+    engine = create_engine(f"sqlite:///{tmp_path}/slots.sqlite3")
+    with capture_queries() as log, engine.connect() as conn:
+        for i in range(4):
+            if i == 2:  # the second statement was a slot hit; now the caches are cleared
+                with monkeypatch.context() as patched:
+                    patched.setattr(capture, "_MAX_SITES", 0)
+                    capture._intern([])
+            conn.execute(text("SELECT :i"), {"i": i})
+    engine.dispose()
+    assert log.count == 4
+    last = list(log.shapes)[-1][1]
+    assert capture._sites.get(last.frames) is last
