@@ -341,7 +341,6 @@ static PyObject *new_shape;   /* capture._shape(key) -> the same, cached */
 static PyObject *intern_site; /* capture._c_intern() -> the caller's site, cached */
 static PyObject *loader;      /* capture._loader(statement, load options) -> loader or None */
 static PyObject *errors;      /* capture._listener_errors */
-static Py_ssize_t batch = 256;
 
 static PyObject *s_targets, *s_root_connection, *s_allow_autobegin, *s_compiled, *s_string,
     *s_execution_options, *s_load_options, *s_invoked_statement, *s_engine, *s_fold;
@@ -437,15 +436,54 @@ done:
     return raw;
 }
 
-/* Append the record to each open window that takes this engine's statements; a window whose
- * pending list is full is folded (its memory stays O(shapes)). */
+/* Count a statement in a window's settled shapes (site -> fingerprint -> count): the shapes
+ * that are done sampling, in a window that keeps no more statements, where only the count of
+ * a statement matters. 1 when counted there, 0 when its shape is not settled, -1 on error.
+ * Only the fold adds entries; under the GIL this read-and-replace is one step for any thread. */
+static int
+bump(PyObject *settled, PyObject *site_, PyObject *fingerprint)
+{
+    if (!PyDict_CheckExact(settled)) {
+        PyErr_SetString(PyExc_TypeError, "a window's settled shapes are not a dict");
+        return -1;
+    }
+    if (PyDict_GET_SIZE(settled) == 0) {
+        return 0;
+    }
+    PyObject *inner = PyDict_GetItemWithError(settled, site_); /* borrowed */
+    if (inner == NULL || !PyDict_CheckExact(inner)) {
+        if (inner != NULL) {
+            PyErr_SetString(PyExc_TypeError, "a window's settled shapes are not a dict");
+        }
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *count = PyDict_GetItemWithError(inner, fingerprint); /* borrowed */
+    if (count == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_ssize_t value = PyLong_AsSsize_t(count);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *next = PyLong_FromSsize_t(value + 1);
+    if (next == NULL) {
+        return -1;
+    }
+    int status = PyDict_SetItem(inner, fingerprint, next);
+    Py_DECREF(next);
+    return status < 0 ? -1 : 1;
+}
+
+/* Deliver the record to each open window that takes this engine's statements: counted in
+ * place when its shape is settled there, else appended to the window's pending list, which is
+ * folded when full (a window's memory stays O(shapes)). */
 static int
 deliver(PyObject *targets, PyObject *raw)
 {
     PyObject *engine = PyTuple_GET_ITEM(raw, 4);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(targets); i++) {
         PyObject *target = PyTuple_GET_ITEM(targets, i);
-        if (!PyTuple_CheckExact(target) || PyTuple_GET_SIZE(target) != 3) {
+        if (!PyTuple_CheckExact(target) || PyTuple_GET_SIZE(target) != 5) {
             PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
             return -1;
         }
@@ -454,14 +492,28 @@ deliver(PyObject *targets, PyObject *raw)
         if (only != Py_None && only != engine) {
             continue;
         }
-        if (!PyList_CheckExact(pending)) {
+        int counted = bump(PyTuple_GET_ITEM(target, 3), PyTuple_GET_ITEM(raw, 5),
+                           PyTuple_GET_ITEM(raw, 3));
+        if (counted < 0) {
+            return -1;
+        }
+        if (counted) {
+            continue;
+        }
+        PyObject *fold_at = PyTuple_GET_ITEM(target, 4);
+        if (!PyList_CheckExact(pending) || !PyList_CheckExact(fold_at) ||
+            PyList_GET_SIZE(fold_at) != 1) {
             PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
             return -1;
         }
         if (PyList_Append(pending, raw) < 0) {
             return -1;
         }
-        if (PyList_GET_SIZE(pending) >= batch) {
+        Py_ssize_t limit = PyLong_AsSsize_t(PyList_GET_ITEM(fold_at, 0));
+        if (limit == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (PyList_GET_SIZE(pending) >= limit) {
             PyObject *folded = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(target, 2), s_fold);
             if (folded == NULL) {
                 return -1;
@@ -470,6 +522,73 @@ deliver(PyObject *targets, PyObject *raw)
         }
     }
     return 0;
+}
+
+/* drain(settled, clear) -> [(fingerprint, site, count), ...]: the counts made in place since
+ * the last drain, each reset to 0; with ``clear``, the window's settled shapes are emptied
+ * first (the counts are read from a copy), so that its statements are recorded again.
+ *
+ * No statement is counted twice or lost, though an allocation here can let another thread run
+ * the listener: each count is read and reset with no allocation in between, and the listener
+ * only replaces counts (the fold, which adds entries, holds the log's lock, as does this). */
+static PyObject *
+drain(PyObject *module, PyObject *args)
+{
+    PyObject *settled;
+    int clear;
+    if (!PyArg_ParseTuple(args, "O!p:drain", &PyDict_Type, &settled, &clear)) {
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *result = PyList_New(0);
+    PyObject *source = clear ? PyDict_Copy(settled) : Py_NewRef(settled);
+    if (zero == NULL || result == NULL || source == NULL) {
+        goto error;
+    }
+    if (clear) {
+        PyDict_Clear(settled);
+    }
+    Py_ssize_t position = 0;
+    PyObject *site_, *inner;
+    while (PyDict_Next(source, &position, &site_, &inner)) {
+        if (!PyDict_Check(inner)) {
+            PyErr_SetString(PyExc_TypeError, "a window's settled shapes are not a dict");
+            goto error;
+        }
+        Py_ssize_t at = 0;
+        PyObject *fingerprint, *count;
+        while (PyDict_Next(inner, &at, &fingerprint, &count)) {
+            Py_ssize_t value = PyLong_AsSsize_t(count);
+            if (value == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+            if (value == 0) {
+                continue;
+            }
+            /* Read and reset with no allocation between them (replacing the value of a key
+             * that is there allocates nothing; the old value is kept alive by this reference). */
+            Py_INCREF(count);
+            if (PyDict_SetItem(inner, fingerprint, zero) < 0) {
+                Py_DECREF(count);
+                goto error;
+            }
+            PyObject *entry = PyTuple_Pack(3, fingerprint, site_, count);
+            Py_DECREF(count);
+            if (entry == NULL || PyList_Append(result, entry) < 0) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+        }
+    }
+    Py_DECREF(source);
+    Py_DECREF(zero);
+    return result;
+error:
+    Py_XDECREF(source);
+    Py_XDECREF(zero);
+    Py_XDECREF(result);
+    return NULL;
 }
 
 /* capture(cursor, statement, parameters, context, executemany=False): the do_execute
@@ -542,14 +661,9 @@ static PyObject *
 bind(PyObject *module, PyObject *args)
 {
     PyObject *new_namespace, *new_shapes, *new_shape_fn, *new_intern, *new_loader, *new_errors;
-    Py_ssize_t new_batch;
-    if (!PyArg_ParseTuple(args, "O!O!OOOO!n:bind", &PyDict_Type, &new_namespace, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "O!O!OOOO!:bind", &PyDict_Type, &new_namespace, &PyDict_Type,
                           &new_shapes, &new_shape_fn, &new_intern, &new_loader, &PyList_Type,
-                          &new_errors, &new_batch)) {
-        return NULL;
-    }
-    if (new_batch < 1) {
-        PyErr_SetString(PyExc_ValueError, "batch must be positive");
+                          &new_errors)) {
         return NULL;
     }
     if (s_targets == NULL) {
@@ -581,7 +695,6 @@ bind(PyObject *module, PyObject *args)
     Py_XSETREF(intern_site, Py_NewRef(new_intern));
     Py_XSETREF(loader, Py_NewRef(new_loader));
     Py_XSETREF(errors, Py_NewRef(new_errors));
-    batch = new_batch;
     Py_RETURN_NONE;
 }
 
@@ -633,11 +746,13 @@ configure(PyObject *module, PyObject *args)
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(kinds, classify, getcurrent, greenlet_type, depth, sites): what it reads."},
+    {"drain", drain, METH_VARARGS,
+     "drain(settled, clear): the counts made in place since the last drain, reset."},
     {"forget", forget, METH_NOARGS,
      "Drop the sites found so far (capture cleared its sites dict)."},
     {"site", site, METH_NOARGS, "The caller's call site from the sites cache, or None."},
     {"bind", bind, METH_VARARGS,
-     "bind(namespace, shapes, shape, intern, loader, errors, batch): the listener's state."},
+     "bind(namespace, shapes, shape, intern, loader, errors): the listener's state."},
     {"capture", (PyCFunction)(void (*)(void))capture, METH_FASTCALL,
      "capture(cursor, statement, parameters, context, executemany=False): the listener."},
     {"locate", locate, METH_NOARGS,

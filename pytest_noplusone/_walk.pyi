@@ -20,8 +20,8 @@ def bind(
     intern: Callable[[], Any],
     loader: Callable[[Any, Any], Any],
     errors: list[BaseException],
-    batch: int,
 ) -> None: ...
 def capture(
     cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool = False, /
 ) -> None: ...
+def drain(settled: dict[Any, dict[str, int]], clear: bool, /) -> list[tuple[str, Any, int]]: ...

@@ -246,6 +246,9 @@ _SHAPE_KEY = operator.itemgetter(3, 5)
 
 #: Recorded statements a log holds before the listener folds them into its aggregates.
 _BATCH = 256
+#: The same, for a log that keeps no more statements: folded early, its shapes that are done
+#: sampling (most, after a few statements) are then counted in place by the C listener.
+_SETTLE_BATCH = 16
 
 
 class QueryLog:
@@ -263,11 +266,28 @@ class QueryLog:
         #: What the listener recorded and ``_fold`` has not counted yet. The listener only
         #: appends (atomic, so it takes no lock); every reader folds first.
         self._pending: list[_Raw] = []
+        #: Shapes done sampling, once the log keeps no more statements: the C listener counts
+        #: their statements here (site -> fingerprint -> count) instead of recording them, and
+        #: the fold adds these counts to the aggregates. Only the fold adds entries.
+        self._settled: dict[_Site, dict[str, int]] = {}
+        #: How many pending statements make the listener fold (one cell, read without a lock).
+        self._fold_at = [_SETTLE_BATCH if self._keep == 0 else _BATCH]
         self._folding = threading.Lock()
 
     def _retain(self, keep: int) -> None:
         """Keep the first ``keep`` statements from now on (for a log made with fewer)."""
-        self._keep = keep
+        self._fold()
+        with self._folding:
+            self._keep = keep
+            # Its statements are recorded again: the new limit may keep some of them.
+            self._add_settled(_drain(self._settled, True))
+            self._fold_at[0] = _SETTLE_BATCH if len(self._raw) >= keep else _BATCH
+
+    def _add_settled(self, counts: list[tuple[str, _Site, int]]) -> None:
+        shapes = self._shapes
+        for fingerprint, site, count in counts:
+            shapes[fingerprint, site].count += count
+            self._count += count
 
     @property
     def count(self) -> int:
@@ -297,10 +317,14 @@ class QueryLog:
 
     def _fold(self) -> None:
         """Count the pending statements into the aggregates (any thread, any time)."""
-        pending = self._pending
-        if not pending:
+        pending, settled = self._pending, self._settled
+        if not pending and not settled:
             return
         with self._folding:
+            if settled:
+                self._add_settled(_drain(settled, False))
+            if not pending:
+                return
             # Slicing and deleting are atomic: statements appended meanwhile stay pending.
             batch = pending[:]
             del pending[: len(batch)]
@@ -313,7 +337,8 @@ class QueryLog:
             # statement, the fold visits only new shapes and those still sampling, and only
             # until they stop sampling.
             visit: dict[tuple[str, _Site], int] = {}
-            for key, count in Counter(map(_SHAPE_KEY, batch)).items():
+            counted = Counter(map(_SHAPE_KEY, batch))
+            for key, count in counted.items():
                 stats = shapes.get(key)
                 if stats is None or stats.sampling():
                     visit[key] = count
@@ -321,6 +346,15 @@ class QueryLog:
                     stats.count += count
             if visit:
                 self._visit(batch, visit)
+            if len(kept) >= self._keep:
+                # Counting is all that is left for the shapes done sampling: the C listener
+                # counts their next statements in place.
+                for fingerprint, site in counted:
+                    if not shapes[fingerprint, site].sampling():
+                        settled.setdefault(site, {}).setdefault(fingerprint, 0)
+                self._fold_at[0] = _SETTLE_BATCH
+            else:
+                self._fold_at[0] = _BATCH
 
     def _visit(self, batch: list[_Raw], visit: dict[tuple[str, _Site], int]) -> None:
         """Count the statements of the shapes in ``visit`` (shape -> its statements in the
@@ -373,9 +407,11 @@ class QueryLog:
 
 
 _lock = threading.Lock()
-#: The open windows, as the listener reads them: (engine filter, pending list, log) each.
+#: The open windows, as the listener reads them: (engine filter, pending list, log, settled
+#: shapes, fold threshold cell) each.
 #: Replaced, never changed in place, so the listener reads it without a lock.
-_targets: tuple[tuple[Engine | None, list[_Raw], QueryLog], ...] = ()
+_Target = tuple["Engine | None", list[_Raw], "QueryLog", dict[_Site, dict[str, int]], list[int]]
+_targets: tuple[_Target, ...] = ()
 #: A statement's text (its compiled string) -> its fingerprint, or "" when it is not counted.
 _shapes: dict[str, str] = {}
 _MAX_SHAPES = 20_000
@@ -549,6 +585,26 @@ if not os.environ.get("NOPLUSONE_PURE_PYTHON"):
         _c_site = _walk.site
 
 
+def _py_drain(settled: dict[_Site, dict[str, int]], clear: bool) -> list[tuple[str, _Site, int]]:
+    """``_walk.drain`` in Python: the counts made in place since the last drain, reset (with
+    ``clear``: the settled shapes emptied). Only the C listener counts in place."""
+    source = dict(settled) if clear else settled
+    if clear:
+        settled.clear()
+    counts = []
+    for site, inner in source.items():
+        for fingerprint, count in inner.items():
+            if count:
+                counts.append((fingerprint, site, count))
+                inner[fingerprint] = 0
+    return counts
+
+
+_drain: Callable[[dict[_Site, dict[str, int]], bool], list[tuple[str, _Site, int]]] = _py_drain
+if _c_site is not None:
+    _drain = _walk.drain
+
+
 def _c_intern() -> _Site:
     """The C walk's miss: the caller's site, found and cached under its hash."""
     key, found = _walk.locate()
@@ -652,10 +708,12 @@ def _capture(
         )
         engine = connection.engine
         raw = (statement, parameters, executemany, fingerprint, engine, site, loader)
-        for only, pending, log in _targets:
+        # (The C listener also counts the statements of settled shapes in place; here they are
+        # recorded, and the fold counts them.)
+        for only, pending, log, _, fold_at in _targets:
             if only is None or only is engine:
                 pending.append(raw)
-                if len(pending) >= _BATCH:
+                if len(pending) >= fold_at[0]:
                     log._fold()  # memory stays O(shapes), however many statements run
     except Exception as error:  # a guest in the user's query: never raise into it
         if len(_listener_errors) < 10:
@@ -666,7 +724,7 @@ def _capture(
 #: bytecode per step) when the C walk is in use, else ``_capture``.
 _record: Callable[[Any, str, Any, Any, bool], None] = _capture
 if _c_site is not None:
-    _walk.bind(globals(), _shapes, _shape, _c_intern, _loader, _listener_errors, _BATCH)
+    _walk.bind(globals(), _shapes, _shape, _c_intern, _loader, _listener_errors)
     _record = _walk.capture
 
 _LISTENERS = (
@@ -701,13 +759,13 @@ def open_window(log: QueryLog) -> None:
     global _targets
     acquire()
     with _lock:
-        _targets = (*_targets, (log._engine, log._pending, log))
+        _targets = (*_targets, (log._engine, log._pending, log, log._settled, log._fold_at))
 
 
 def open_windows() -> list[QueryLog]:
     """The windows recording right now."""
     with _lock:
-        return [log for _, _, log in _targets]
+        return [target[2] for target in _targets]
 
 
 def close_window(log: QueryLog) -> None:

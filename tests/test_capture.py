@@ -230,16 +230,31 @@ def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
                 conn.execute(text("SELECT :i"), {"i": i})
                 conn.execute(text("SELECT 2"))
 
-    with capture_queries() as log:
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+    # A log that keeps no statement (as a test body's): the C listener counts the statements
+    # of its settled shapes in place, while this thread reads (folds and drains) it.
+    counting = capture.QueryLog(keep=0)
+    capture.open_window(counting)
+    try:
+        with capture_queries() as log:
+            workers = [threading.Thread(target=work) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            reads = 0
+            while any(worker.is_alive() for worker in workers):
+                reads += counting.count >= 0
+            for worker in workers:
+                worker.join()
+    finally:
+        capture.close_window(counting)
     engine.dispose()
     assert log.count == len(log.queries) == 2 * rounds * threads
-    per_shape = {stats.example.sql: stats.count for stats in log.shapes.values()}
-    assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
+    assert counting.count == 2 * rounds * threads and not counting.queries
+    for each in (log, counting):
+        per_shape = {stats.example.sql: stats.count for stats in each.shapes.values()}
+        assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
+    if capture.accelerated():
+        assert counting._settled, "the shapes of a log that keeps nothing settle"
+    assert reads > 0
 
 
 WALK_TESTS = """
