@@ -2,9 +2,11 @@
 
 Runs the same statement loop on a sync pysqlite ``:memory:`` engine and on aiosqlite through an
 ``AsyncSession``-style greenlet path, with no window open (listener idle), and with a window open
-(the full per-statement work: shape lookup, frame walk through the greenlet, per-shape aggregates).
-Each variant is repeated, interleaved, and the median CPU time (process_time, so that other
-load on the machine does not skew it) is reported. Usage:
+(the full per-statement work: shape lookup, frame walk through the greenlet, per-shape aggregates):
+a test body's window, which keeps no statements (the plugin's window for every test), and a
+``capture_queries()`` block, which keeps every statement for ``log.queries``. Each variant is
+repeated, interleaved, and the median CPU time (process_time, so that other load on the machine
+does not skew it) is reported. Usage:
 
     python benchmarks/bench_statement.py [--statements 20000] [--repeats 7]
 """
@@ -66,24 +68,33 @@ def async_loop(statements: int) -> Callable[[], float]:
 
 
 def measure(name: str, run: Callable[[], float], statements: int, repeats: int) -> None:
-    idle, active = [], []
-    capture.acquire()  # the listener is installed in both variants; only the window differs
+    idle, body, kept = [], [], []
+    capture.acquire()  # the listener is installed in all variants; only the window differs
     try:
         run()  # warm caches (compiled statement, shape, frame classification)
         for _ in range(repeats):
             idle.append(run())
-            with capture_queries() as log:
-                active.append(run())
+            log = capture.QueryLog(keep=0)  # as the plugin opens for a test body
+            capture.open_window(log)
+            try:
+                body.append(run())
+            finally:
+                capture.close_window(log)
             assert log.count == statements, log.count
+            with capture_queries() as kept_log:
+                kept.append(run())
+            assert kept_log.count == len(kept_log.queries) == statements, kept_log.count
     finally:
         capture.release()
-    base, full = statistics.median(idle), statistics.median(active)
-    per_statement = (full - base) / statements * 1e6
-    print(
-        f"{name:<28} baseline {base / statements * 1e6:7.2f} us/stmt   "
-        f"captured {full / statements * 1e6:7.2f} us/stmt   "
-        f"listener cost {per_statement:5.2f} us/stmt   ratio {full / base:5.3f}"
-    )
+    base = statistics.median(idle)
+    for label, runs in (("test body", body), ("capture_queries", kept)):
+        full = statistics.median(runs)
+        print(
+            f"{name:<26} {label:<16} baseline {base / statements * 1e6:6.2f} us/stmt   "
+            f"captured {full / statements * 1e6:6.2f} us/stmt   "
+            f"listener cost {(full - base) / statements * 1e6:5.2f} us/stmt   "
+            f"ratio {full / base:5.3f}"
+        )
 
 
 def main() -> None:
