@@ -244,11 +244,9 @@ _Raw = tuple[str, Any, bool, str, "Engine | None", _Site, "tuple[str, str, Any] 
 _SHAPE_KEY = operator.itemgetter(3, 5)
 
 
-#: Recorded statements a log holds before the listener folds them into its aggregates.
+#: Recorded statements a log holds before the listener folds them into its aggregates (a log
+#: that keeps no more statements: _SETTLE_BATCH, below).
 _BATCH = 256
-#: The same, for a log that keeps no more statements: folded early, its shapes that are done
-#: sampling (most, after a few statements) are then counted in place by the C listener.
-_SETTLE_BATCH = 16
 
 
 class QueryLog:
@@ -346,7 +344,7 @@ class QueryLog:
                     stats.count += count
             if visit:
                 self._visit(batch, visit)
-            if len(kept) >= self._keep:
+            if _IN_PLACE and len(kept) >= self._keep:
                 # Counting is all that is left for the shapes done sampling: the C listener
                 # counts their next statements in place.
                 for fingerprint, site in counted:
@@ -603,6 +601,12 @@ def _py_drain(settled: dict[_Site, dict[str, int]], clear: bool) -> list[tuple[s
 _drain: Callable[[dict[_Site, dict[str, int]], bool], list[tuple[str, _Site, int]]] = _py_drain
 if _c_site is not None:
     _drain = _walk.drain
+#: Whether the listener counts settled shapes in place (the C listener does). A log that keeps
+#: no more statements then folds early, after _SETTLE_BATCH statements, so that its shapes
+#: settle after a few; with the Python listener, which records every statement, it folds as
+#: seldom as any log.
+_IN_PLACE = _c_site is not None
+_SETTLE_BATCH = 16 if _IN_PLACE else _BATCH
 
 
 def _c_intern() -> _Site:

@@ -248,7 +248,8 @@ def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
         capture.close_window(counting)
     engine.dispose()
     assert log.count == len(log.queries) == 2 * rounds * threads
-    assert counting.count == 2 * rounds * threads and not counting.queries
+    assert counting.count == 2 * rounds * threads
+    assert not counting.queries
     for each in (log, counting):
         per_shape = {stats.example.sql: stats.count for stats in each.shapes.values()}
         assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
