@@ -606,3 +606,29 @@ def test_clearing_the_site_caches_clears_the_c_walks_slots(
     assert log.count == 4
     last = list(log.shapes)[-1][1]
     assert capture._sites.get(last.frames) is last
+
+
+@pytest.mark.allow_nplusone  # one line, many statements
+def test_a_log_that_keeps_nothing_counts_settled_shapes_exactly(tmp_path: Path) -> None:
+    """A test body's log keeps no statements: once a shape is done sampling, the C listener
+    counts it in place; raising the log's limit later records statements again, and every
+    count stays exact."""
+    engine = create_engine(f"sqlite:///{tmp_path}/settle.sqlite3")
+    log = capture.QueryLog(keep=0)
+    capture.open_window(log)
+    try:
+        with engine.connect() as conn:
+            for i in range(40):
+                conn.execute(text("SELECT :i"), {"i": i})
+            settled = {site: dict(inner) for site, inner in log._settled.items()}
+            log._retain(3)
+            for i in range(5):
+                conn.execute(text("SELECT :i"), {"i": i})
+    finally:
+        capture.close_window(log)
+    engine.dispose()
+    if capture.accelerated():
+        assert [list(inner) for inner in settled.values()] == [["select ?"]]
+    assert log.count == 45
+    assert [query.parameters for query in log.queries] == [(0,), (1,), (2,)]
+    assert [stats.count for stats in log.shapes.values()] == [40, 5]  # two lines
