@@ -345,21 +345,39 @@ static PyObject *errors;      /* capture._listener_errors */
 static PyObject *s_targets, *s_root_connection, *s_allow_autobegin, *s_compiled, *s_string,
     *s_execution_options, *s_load_options, *s_invoked_statement, *s_engine, *s_fold;
 
-/* The statement's record, or NULL with an exception set; *skip is set for a statement that is
- * not counted (the dialect's first-connect queries, transaction control, ignored patterns). */
-static PyObject *
-record(PyObject *statement, PyObject *parameters, PyObject *context, int executemany, int *skip)
+/* What the listener learned about one statement: the parts of its record (the arguments of
+ * capture.CapturedQuery), of which the statement and parameters are borrowed from the caller. */
+typedef struct {
+    PyObject *statement, *parameters;
+    int executemany;
+    PyObject *fingerprint, *engine, *site, *load; /* owned */
+} Record;
+
+static void
+release(Record *record)
 {
-    PyObject *raw = NULL, *fingerprint = NULL, *site_ = NULL, *load = NULL, *engine = NULL;
+    Py_CLEAR(record->fingerprint);
+    Py_CLEAR(record->engine);
+    Py_CLEAR(record->site);
+    Py_CLEAR(record->load);
+}
+
+/* Fill ``record`` for the statement: 1 when it is counted, 0 when it is not (the dialect's
+ * first-connect queries, transaction control, ignored patterns), -1 with an exception set.
+ * The caller releases the record in every case. */
+static int
+learn(PyObject *context, Record *record)
+{
+    int status = -1;
     PyObject *connection = PyObject_GetAttr(context, s_root_connection);
     if (connection == NULL) {
-        return NULL;
+        return -1;
     }
     PyObject *value = PyObject_GetAttr(connection, s_allow_autobegin);
     int allowed = value == NULL ? -1 : PyObject_IsTrue(value);
     Py_XDECREF(value);
     if (allowed <= 0) {
-        *skip = 1; /* the dialect's first-connect initialisation */
+        status = allowed; /* 0: the dialect's first-connect initialisation */
         goto done;
     }
     /* The compiled string is one object per compiled statement (its hash is cached). */
@@ -367,12 +385,13 @@ record(PyObject *statement, PyObject *parameters, PyObject *context, int execute
     if (compiled == NULL) {
         goto done;
     }
-    PyObject *key = compiled == Py_None ? Py_NewRef(statement) : PyObject_GetAttr(compiled, s_string);
+    PyObject *key = compiled == Py_None ? Py_NewRef(record->statement)
+                                        : PyObject_GetAttr(compiled, s_string);
     Py_DECREF(compiled);
     if (key == NULL) {
         goto done;
     }
-    fingerprint = PyDict_GetItemWithError(shapes, key);
+    PyObject *fingerprint = PyDict_GetItemWithError(shapes, key);
     if (fingerprint != NULL) {
         Py_INCREF(fingerprint);
     }
@@ -380,6 +399,7 @@ record(PyObject *statement, PyObject *parameters, PyObject *context, int execute
         fingerprint = PyObject_CallOneArg(new_shape, key);
     }
     Py_DECREF(key);
+    record->fingerprint = fingerprint;
     if (fingerprint == NULL) {
         goto done;
     }
@@ -388,14 +408,14 @@ record(PyObject *statement, PyObject *parameters, PyObject *context, int execute
         goto done;
     }
     if (PyUnicode_GET_LENGTH(fingerprint) == 0) {
-        *skip = 1;
+        status = 0;
         goto done;
     }
-    site_ = cached_site();
-    if (site_ == Py_None) {
-        Py_SETREF(site_, PyObject_CallNoArgs(intern_site));
+    record->site = cached_site();
+    if (record->site == Py_None) {
+        Py_SETREF(record->site, PyObject_CallNoArgs(intern_site));
     }
-    if (site_ == NULL) {
+    if (record->site == NULL) {
         goto done;
     }
     PyObject *options = PyObject_GetAttr(context, s_execution_options);
@@ -409,37 +429,40 @@ record(PyObject *statement, PyObject *parameters, PyObject *context, int execute
         PyObject *load_options = PyObject_GetItem(options, s_load_options);
         if (invoked != NULL && load_options != NULL) {
             PyObject *pair[2] = {invoked, load_options};
-            load = PyObject_Vectorcall(loader, pair, 2, NULL);
+            record->load = PyObject_Vectorcall(loader, pair, 2, NULL);
         }
         Py_XDECREF(invoked);
         Py_XDECREF(load_options);
     }
     else if (orm == 0) {
-        load = Py_NewRef(Py_None);
+        record->load = Py_NewRef(Py_None);
     }
     Py_DECREF(options);
-    if (load == NULL) {
+    if (record->load == NULL) {
         goto done;
     }
-    engine = PyObject_GetAttr(connection, s_engine);
-    if (engine == NULL) {
-        goto done;
-    }
-    raw = PyTuple_Pack(7, statement, parameters, executemany ? Py_True : Py_False, fingerprint,
-                       engine, site_, load);
+    record->engine = PyObject_GetAttr(connection, s_engine);
+    status = record->engine == NULL ? -1 : 1;
 done:
     Py_DECREF(connection);
-    Py_XDECREF(fingerprint);
-    Py_XDECREF(site_);
-    Py_XDECREF(load);
-    Py_XDECREF(engine);
-    return raw;
+    return status;
 }
 
-/* Count a statement in a window's settled shapes (site -> fingerprint -> count): the shapes
- * that are done sampling, in a window that keeps no more statements, where only the count of
- * a statement matters. 1 when counted there, 0 when its shape is not settled, -1 on error.
- * Only the fold adds entries; under the GIL this read-and-replace is one step for any thread. */
+/* A window's count cell: 8 bytes holding a native long long (a bytearray made by the fold). */
+static int
+cell_check(PyObject *cell)
+{
+    if (!PyByteArray_CheckExact(cell) || PyByteArray_GET_SIZE(cell) != sizeof(long long)) {
+        PyErr_SetString(PyExc_TypeError, "a window's settled count is not an 8-byte cell");
+        return -1;
+    }
+    return 0;
+}
+
+/* Count a statement in a window's settled shapes (site -> fingerprint -> count cell): the
+ * shapes that are done sampling, in a window that keeps no more statements, where only the
+ * count of a statement matters. 1 when counted there, 0 when its shape is not settled, -1 on
+ * error. Only the fold adds entries; under the GIL this increment is one step for any thread. */
 static int
 bump(PyObject *settled, PyObject *site_, PyObject *fingerprint)
 {
@@ -457,45 +480,42 @@ bump(PyObject *settled, PyObject *site_, PyObject *fingerprint)
         }
         return PyErr_Occurred() ? -1 : 0;
     }
-    PyObject *count = PyDict_GetItemWithError(inner, fingerprint); /* borrowed */
-    if (count == NULL) {
+    PyObject *cell = PyDict_GetItemWithError(inner, fingerprint); /* borrowed */
+    if (cell == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    Py_ssize_t value = PyLong_AsSsize_t(count);
-    if (value == -1 && PyErr_Occurred()) {
+    if (cell_check(cell) < 0) {
         return -1;
     }
-    PyObject *next = PyLong_FromSsize_t(value + 1);
-    if (next == NULL) {
-        return -1;
-    }
-    int status = PyDict_SetItem(inner, fingerprint, next);
-    Py_DECREF(next);
-    return status < 0 ? -1 : 1;
+    long long count;
+    memcpy(&count, PyByteArray_AS_STRING(cell), sizeof count);
+    count++;
+    memcpy(PyByteArray_AS_STRING(cell), &count, sizeof count);
+    return 1;
 }
 
-/* Deliver the record to each open window that takes this engine's statements: counted in
- * place when its shape is settled there, else appended to the window's pending list, which is
- * folded when full (a window's memory stays O(shapes)). */
+/* Deliver the statement to each open window that takes this engine's statements: counted in
+ * place when its shape is settled there, else recorded (the record tuple is made once, when a
+ * window needs it) and appended to the window's pending list, which is folded when full (a
+ * window's memory stays O(shapes)). */
 static int
-deliver(PyObject *targets, PyObject *raw)
+deliver(PyObject *targets, Record *record)
 {
-    PyObject *engine = PyTuple_GET_ITEM(raw, 4);
+    PyObject *raw = NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(targets); i++) {
         PyObject *target = PyTuple_GET_ITEM(targets, i);
         if (!PyTuple_CheckExact(target) || PyTuple_GET_SIZE(target) != 5) {
             PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
-            return -1;
+            goto error;
         }
         PyObject *only = PyTuple_GET_ITEM(target, 0);
         PyObject *pending = PyTuple_GET_ITEM(target, 1);
-        if (only != Py_None && only != engine) {
+        if (only != Py_None && only != record->engine) {
             continue;
         }
-        int counted = bump(PyTuple_GET_ITEM(target, 3), PyTuple_GET_ITEM(raw, 5),
-                           PyTuple_GET_ITEM(raw, 3));
+        int counted = bump(PyTuple_GET_ITEM(target, 3), record->site, record->fingerprint);
         if (counted < 0) {
-            return -1;
+            goto error;
         }
         if (counted) {
             continue;
@@ -504,24 +524,36 @@ deliver(PyObject *targets, PyObject *raw)
         if (!PyList_CheckExact(pending) || !PyList_CheckExact(fold_at) ||
             PyList_GET_SIZE(fold_at) != 1) {
             PyErr_SetString(PyExc_TypeError, "capture._targets holds a malformed window");
-            return -1;
+            goto error;
+        }
+        if (raw == NULL) {
+            raw = PyTuple_Pack(7, record->statement, record->parameters,
+                               record->executemany ? Py_True : Py_False, record->fingerprint,
+                               record->engine, record->site, record->load);
+            if (raw == NULL) {
+                goto error;
+            }
         }
         if (PyList_Append(pending, raw) < 0) {
-            return -1;
+            goto error;
         }
         Py_ssize_t limit = PyLong_AsSsize_t(PyList_GET_ITEM(fold_at, 0));
         if (limit == -1 && PyErr_Occurred()) {
-            return -1;
+            goto error;
         }
         if (PyList_GET_SIZE(pending) >= limit) {
             PyObject *folded = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(target, 2), s_fold);
             if (folded == NULL) {
-                return -1;
+                goto error;
             }
             Py_DECREF(folded);
         }
     }
+    Py_XDECREF(raw);
     return 0;
+error:
+    Py_XDECREF(raw);
+    return -1;
 }
 
 /* drain(settled, clear) -> [(fingerprint, site, count), ...]: the counts made in place since
@@ -529,8 +561,8 @@ deliver(PyObject *targets, PyObject *raw)
  * first (the counts are read from a copy), so that its statements are recorded again.
  *
  * No statement is counted twice or lost, though an allocation here can let another thread run
- * the listener: each count is read and reset with no allocation in between, and the listener
- * only replaces counts (the fold, which adds entries, holds the log's lock, as does this). */
+ * the listener: each count is read and reset with nothing in between, and the listener only
+ * increments counts (the fold, which adds entries, holds the log's lock, as does this). */
 static PyObject *
 drain(PyObject *module, PyObject *args)
 {
@@ -539,10 +571,9 @@ drain(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!p:drain", &PyDict_Type, &settled, &clear)) {
         return NULL;
     }
-    PyObject *zero = PyLong_FromLong(0);
     PyObject *result = PyList_New(0);
     PyObject *source = clear ? PyDict_Copy(settled) : Py_NewRef(settled);
-    if (zero == NULL || result == NULL || source == NULL) {
+    if (result == NULL || source == NULL) {
         goto error;
     }
     if (clear) {
@@ -556,24 +587,20 @@ drain(PyObject *module, PyObject *args)
             goto error;
         }
         Py_ssize_t at = 0;
-        PyObject *fingerprint, *count;
-        while (PyDict_Next(inner, &at, &fingerprint, &count)) {
-            Py_ssize_t value = PyLong_AsSsize_t(count);
-            if (value == -1 && PyErr_Occurred()) {
+        PyObject *fingerprint, *cell;
+        while (PyDict_Next(inner, &at, &fingerprint, &cell)) {
+            if (cell_check(cell) < 0) {
                 goto error;
             }
-            if (value == 0) {
+            long long count;
+            memcpy(&count, PyByteArray_AS_STRING(cell), sizeof count);
+            if (count == 0) {
                 continue;
             }
-            /* Read and reset with no allocation between them (replacing the value of a key
-             * that is there allocates nothing; the old value is kept alive by this reference). */
-            Py_INCREF(count);
-            if (PyDict_SetItem(inner, fingerprint, zero) < 0) {
-                Py_DECREF(count);
-                goto error;
-            }
-            PyObject *entry = PyTuple_Pack(3, fingerprint, site_, count);
-            Py_DECREF(count);
+            memset(PyByteArray_AS_STRING(cell), 0, sizeof count);
+            PyObject *number = PyLong_FromLongLong(count);
+            PyObject *entry = number == NULL ? NULL : PyTuple_Pack(3, fingerprint, site_, number);
+            Py_XDECREF(number);
             if (entry == NULL || PyList_Append(result, entry) < 0) {
                 Py_XDECREF(entry);
                 goto error;
@@ -582,11 +609,9 @@ drain(PyObject *module, PyObject *args)
         }
     }
     Py_DECREF(source);
-    Py_DECREF(zero);
     return result;
 error:
     Py_XDECREF(source);
-    Py_XDECREF(zero);
     Py_XDECREF(result);
     return NULL;
 }
@@ -618,16 +643,12 @@ capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs == 5) {
         executemany = PyObject_IsTrue(args[4]);
     }
-    int skip = 0, failed = executemany < 0;
+    int failed = executemany < 0;
     if (!failed) {
-        PyObject *raw = record(args[1], args[2], args[3], executemany, &skip);
-        if (raw != NULL) {
-            failed = deliver(targets, raw) < 0;
-            Py_DECREF(raw);
-        }
-        else {
-            failed = !skip || PyErr_Occurred();
-        }
+        Record record = {args[1], args[2], executemany, NULL, NULL, NULL, NULL};
+        int counted = learn(args[3], &record);
+        failed = counted < 0 || (counted > 0 && deliver(targets, &record) < 0);
+        release(&record);
     }
     Py_DECREF(targets);
     if (!failed) {

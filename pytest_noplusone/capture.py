@@ -265,9 +265,10 @@ class QueryLog:
         #: appends (atomic, so it takes no lock); every reader folds first.
         self._pending: list[_Raw] = []
         #: Shapes done sampling, once the log keeps no more statements: the C listener counts
-        #: their statements here (site -> fingerprint -> count) instead of recording them, and
-        #: the fold adds these counts to the aggregates. Only the fold adds entries.
-        self._settled: dict[_Site, dict[str, int]] = {}
+        #: their statements here (site -> fingerprint -> count cell: 8 bytes, a native long
+        #: long) instead of recording them, and the fold adds these counts to the aggregates.
+        #: Only the fold adds entries.
+        self._settled: dict[_Site, dict[str, bytearray]] = {}
         #: How many pending statements make the listener fold (one cell, read without a lock).
         self._fold_at = [_SETTLE_BATCH if self._keep == 0 else _BATCH]
         self._folding = threading.Lock()
@@ -349,7 +350,7 @@ class QueryLog:
                 # counts their next statements in place.
                 for fingerprint, site in counted:
                     if not shapes[fingerprint, site].sampling():
-                        settled.setdefault(site, {}).setdefault(fingerprint, 0)
+                        settled.setdefault(site, {}).setdefault(fingerprint, bytearray(_CELL))
                 self._fold_at[0] = _SETTLE_BATCH
             else:
                 self._fold_at[0] = _BATCH
@@ -408,7 +409,9 @@ _lock = threading.Lock()
 #: The open windows, as the listener reads them: (engine filter, pending list, log, settled
 #: shapes, fold threshold cell) each.
 #: Replaced, never changed in place, so the listener reads it without a lock.
-_Target = tuple["Engine | None", list[_Raw], "QueryLog", dict[_Site, dict[str, int]], list[int]]
+_Target = tuple[
+    "Engine | None", list[_Raw], "QueryLog", dict[_Site, dict[str, bytearray]], list[int]
+]
 _targets: tuple[_Target, ...] = ()
 #: A statement's text (its compiled string) -> its fingerprint, or "" when it is not counted.
 _shapes: dict[str, str] = {}
@@ -583,7 +586,13 @@ if not os.environ.get("NOPLUSONE_PURE_PYTHON"):
         _c_site = _walk.site
 
 
-def _py_drain(settled: dict[_Site, dict[str, int]], clear: bool) -> list[tuple[str, _Site, int]]:
+#: A settled shape's count cell: a native long long, which the C listener increments in place.
+_CELL = 8
+
+
+def _py_drain(
+    settled: dict[_Site, dict[str, bytearray]], clear: bool
+) -> list[tuple[str, _Site, int]]:
     """``_walk.drain`` in Python: the counts made in place since the last drain, reset (with
     ``clear``: the settled shapes emptied). Only the C listener counts in place."""
     source = dict(settled) if clear else settled
@@ -591,14 +600,16 @@ def _py_drain(settled: dict[_Site, dict[str, int]], clear: bool) -> list[tuple[s
         settled.clear()
     counts = []
     for site, inner in source.items():
-        for fingerprint, count in inner.items():
+        for fingerprint, cell in inner.items():
+            count = int.from_bytes(cell, sys.byteorder, signed=True)
             if count:
                 counts.append((fingerprint, site, count))
-                inner[fingerprint] = 0
+                cell[:] = bytes(_CELL)
     return counts
 
 
-_drain: Callable[[dict[_Site, dict[str, int]], bool], list[tuple[str, _Site, int]]] = _py_drain
+_drain: Callable[[dict[_Site, dict[str, bytearray]], bool], list[tuple[str, _Site, int]]]
+_drain = _py_drain
 if _c_site is not None:
     _drain = _walk.drain
 #: Whether the listener counts settled shapes in place (the C listener does). A log that keeps

@@ -632,3 +632,27 @@ def test_a_log_that_keeps_nothing_counts_settled_shapes_exactly(tmp_path: Path) 
     assert log.count == 45
     assert [query.parameters for query in log.queries] == [(0,), (1,), (2,)]
     assert [stats.count for stats in log.shapes.values()] == [40, 5]  # two lines
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_draining_settled_counts_in_c_and_in_python_agree(clear: bool) -> None:
+    """Both drains return the counts made in place and reset them (``clear``: empty the
+    settled shapes); a count cell is a native long long, as the C listener writes it."""
+    drains = [capture._py_drain] + ([capture._walk.drain] if capture.accelerated() else [])
+    sites = [capture._Site(((f"site{n}.py", n, "f"),)) for n in range(2)]
+    for drain in drains:
+
+        def cell(count: int) -> bytearray:
+            return bytearray(count.to_bytes(capture._CELL, sys.byteorder, signed=True))
+
+        settled = {sites[0]: {"a": cell(3), "b": cell(0)}, sites[1]: {"a": cell(2**40)}}
+        assert sorted(drain(settled, clear), key=lambda entry: entry[2]) == [
+            ("a", sites[0], 3),
+            ("a", sites[1], 2**40),
+        ]
+        if clear:
+            assert settled == {}
+        else:
+            assert [len(inner) for inner in settled.values()] == [2, 1]
+            assert not any(any(c) for inner in settled.values() for c in inner.values())
+            assert drain(settled, clear) == []
