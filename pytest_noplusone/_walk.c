@@ -362,6 +362,14 @@ release(Record *record)
     Py_CLEAR(record->load);
 }
 
+/* The connection of the last statement, by a weak reference, with what the listener reads
+ * from it: whether it may autobegin (false only for the dialect's first-connect queries) and
+ * its engine (borrowed: the connection, alive while the reference is, holds it). Both are set
+ * once, in Connection.__init__. Loops run on one connection: two attribute reads saved. */
+static PyObject *last_connection;
+static PyObject *last_engine;
+static int last_allowed;
+
 /* Fill ``record`` for the statement: 1 when it is counted, 0 when it is not (the dialect's
  * first-connect queries, transaction control, ignored patterns), -1 with an exception set.
  * The caller releases the record in every case. */
@@ -373,9 +381,29 @@ learn(PyObject *context, Record *record)
     if (connection == NULL) {
         return -1;
     }
-    PyObject *value = PyObject_GetAttr(connection, s_allow_autobegin);
-    int allowed = value == NULL ? -1 : PyObject_IsTrue(value);
-    Py_XDECREF(value);
+    int allowed;
+    if (last_connection != NULL && PyWeakref_GET_OBJECT(last_connection) == connection) {
+        allowed = last_allowed;
+        record->engine = Py_NewRef(last_engine);
+    }
+    else {
+        PyObject *value = PyObject_GetAttr(connection, s_allow_autobegin);
+        allowed = value == NULL ? -1 : PyObject_IsTrue(value);
+        Py_XDECREF(value);
+        if (allowed >= 0) {
+            record->engine = PyObject_GetAttr(connection, s_engine);
+            allowed = record->engine == NULL ? -1 : allowed;
+        }
+        if (allowed >= 0) {
+            PyObject *reference = PyWeakref_NewRef(connection, NULL);
+            if (reference == NULL) {
+                PyErr_Clear(); /* not weakly referenceable: read it every time */
+            }
+            Py_XSETREF(last_connection, reference);
+            last_engine = record->engine;
+            last_allowed = allowed;
+        }
+    }
     if (allowed <= 0) {
         status = allowed; /* 0: the dialect's first-connect initialisation */
         goto done;
@@ -438,11 +466,7 @@ learn(PyObject *context, Record *record)
         record->load = Py_NewRef(Py_None);
     }
     Py_DECREF(options);
-    if (record->load == NULL) {
-        goto done;
-    }
-    record->engine = PyObject_GetAttr(connection, s_engine);
-    status = record->engine == NULL ? -1 : 1;
+    status = record->load == NULL ? -1 : 1;
 done:
     Py_DECREF(connection);
     return status;
