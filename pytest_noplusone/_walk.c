@@ -282,10 +282,13 @@ cached_site(void)
     return result;
 }
 
+static void forget_last(void);
+
 static PyObject *
 forget(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     clear_site_slots();
+    forget_last();
     Py_RETURN_NONE;
 }
 
@@ -369,6 +372,32 @@ release(Record *record)
 static PyObject *last_connection;
 static PyObject *last_engine;
 static int last_allowed;
+/* The compiled statement of the last statement, by a weak reference, with its fingerprint
+ * (from capture._shapes: "" when it is not counted). forget() drops it when what is counted
+ * changes (capture.set_ignore). */
+static PyObject *last_compiled;
+static PyObject *last_fingerprint;
+
+static void
+forget_last(void)
+{
+    Py_CLEAR(last_connection);
+    last_engine = NULL;
+    Py_CLEAR(last_compiled);
+    Py_CLEAR(last_fingerprint);
+}
+
+/* The fingerprint of a statement's shape key (its compiled string, or the statement), from
+ * capture._shapes or made by capture._shape: a new reference, NULL on error. */
+static PyObject *
+fingerprint_of(PyObject *key)
+{
+    PyObject *fingerprint = PyDict_GetItemWithError(shapes, key);
+    if (fingerprint != NULL) {
+        return Py_NewRef(fingerprint);
+    }
+    return PyErr_Occurred() ? NULL : PyObject_CallOneArg(new_shape, key);
+}
 
 /* Fill ``record`` for the statement: 1 when it is counted, 0 when it is not (the dialect's
  * first-connect queries, transaction control, ignored patterns), -1 with an exception set.
@@ -413,20 +442,27 @@ learn(PyObject *context, Record *record)
     if (compiled == NULL) {
         goto done;
     }
-    PyObject *key = compiled == Py_None ? Py_NewRef(record->statement)
-                                        : PyObject_GetAttr(compiled, s_string);
+    PyObject *fingerprint;
+    if (compiled == Py_None) {
+        fingerprint = fingerprint_of(record->statement);
+    }
+    else if (last_compiled != NULL && PyWeakref_GET_OBJECT(last_compiled) == compiled) {
+        fingerprint = Py_NewRef(last_fingerprint);
+    }
+    else {
+        PyObject *key = PyObject_GetAttr(compiled, s_string);
+        fingerprint = key == NULL ? NULL : fingerprint_of(key);
+        Py_XDECREF(key);
+        if (fingerprint != NULL) {
+            PyObject *reference = PyWeakref_NewRef(compiled, NULL);
+            if (reference == NULL) {
+                PyErr_Clear(); /* not weakly referenceable: look it up every time */
+            }
+            Py_XSETREF(last_compiled, reference);
+            Py_XSETREF(last_fingerprint, Py_NewRef(fingerprint));
+        }
+    }
     Py_DECREF(compiled);
-    if (key == NULL) {
-        goto done;
-    }
-    PyObject *fingerprint = PyDict_GetItemWithError(shapes, key);
-    if (fingerprint != NULL) {
-        Py_INCREF(fingerprint);
-    }
-    else if (!PyErr_Occurred()) {
-        fingerprint = PyObject_CallOneArg(new_shape, key);
-    }
-    Py_DECREF(key);
     record->fingerprint = fingerprint;
     if (fingerprint == NULL) {
         goto done;
@@ -794,7 +830,8 @@ static PyMethodDef methods[] = {
     {"drain", drain, METH_VARARGS,
      "drain(settled, clear): the counts made in place since the last drain, reset."},
     {"forget", forget, METH_NOARGS,
-     "Drop the sites found so far (capture cleared its sites dict)."},
+     "Drop the sites and the last statement's fingerprint found so far (capture cleared its "
+     "caches, or changed what is counted)."},
     {"site", site, METH_NOARGS, "The caller's call site from the sites cache, or None."},
     {"bind", bind, METH_VARARGS,
      "bind(namespace, shapes, shape, intern, loader, errors): the listener's state."},

@@ -426,6 +426,8 @@ def set_ignore(patterns: Sequence[re.Pattern[str]]) -> None:
     global _ignore
     _ignore = tuple(patterns)
     _shapes.clear()
+    if _c_site is not None:
+        _walk.forget()  # the C listener's last fingerprint
 
 
 def listener_errors() -> list[BaseException]:

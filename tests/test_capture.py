@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -656,3 +657,24 @@ def test_draining_settled_counts_in_c_and_in_python_agree(clear: bool) -> None:
             assert [len(inner) for inner in settled.values()] == [2, 1]
             assert not any(any(c) for inner in settled.values() for c in inner.values())
             assert drain(settled, clear) == []
+
+
+@pytest.mark.allow_nplusone  # the same two lines run once per ignore setting
+def test_changing_what_is_ignored_applies_to_the_next_statement(tmp_path: Path) -> None:
+    """The listener remembers the last compiled statement's fingerprint; set_ignore (an
+    in-process run with other ignore patterns) makes it look again."""
+    engine = create_engine(f"sqlite:///{tmp_path}/ignore.sqlite3")
+    statement = text("SELECT 41 + :i")
+    counts, configured = [], capture._ignore
+    try:
+        with engine.connect() as conn:
+            for patterns in ([], [re.compile(r"SELECT 41")], []):
+                capture.set_ignore(patterns)
+                with capture_queries() as log:
+                    conn.execute(statement, {"i": 1})
+                    conn.execute(statement, {"i": 2})
+                counts.append(log.count)
+    finally:
+        capture.set_ignore(configured)
+        engine.dispose()
+    assert counts == [2, 0, 2]
