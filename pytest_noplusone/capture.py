@@ -270,8 +270,9 @@ class QueryLog:
         #: Only the fold adds entries.
         self._settled: dict[_Site, dict[str, bytearray]] = {}
         #: How many pending statements make the listener fold (one cell, read without a lock).
-        self._fold_at = [_SETTLE_BATCH if self._keep == 0 else _BATCH]
+        self._fold_at = [_BATCH]
         self._folding = threading.Lock()
+        self._set_fold_at()
 
     def _retain(self, keep: int) -> None:
         """Keep the first ``keep`` statements from now on (for a log made with fewer)."""
@@ -280,7 +281,15 @@ class QueryLog:
             self._keep = keep
             # Its statements are recorded again: the new limit may keep some of them.
             self._add_settled(_drain(self._settled, True))
-            self._fold_at[0] = _SETTLE_BATCH if len(self._raw) >= keep else _BATCH
+            self._set_fold_at()
+
+    def _keeps_no_more(self) -> bool:
+        """Whether the log has kept all the statements it keeps (from then on, a shape done
+        sampling only needs counting)."""
+        return len(self._raw) >= self._keep
+
+    def _set_fold_at(self) -> None:
+        self._fold_at[0] = _SETTLE_BATCH if self._keeps_no_more() else _BATCH
 
     def _add_settled(self, counts: list[tuple[str, _Site, int]]) -> None:
         shapes = self._shapes
@@ -345,15 +354,13 @@ class QueryLog:
                     stats.count += count
             if visit:
                 self._visit(batch, visit)
-            if _IN_PLACE and len(kept) >= self._keep:
+            if _IN_PLACE and self._keeps_no_more():
                 # Counting is all that is left for the shapes done sampling: the C listener
                 # counts their next statements in place.
                 for fingerprint, site in counted:
                     if not shapes[fingerprint, site].sampling():
                         settled.setdefault(site, {}).setdefault(fingerprint, bytearray(_CELL))
-                self._fold_at[0] = _SETTLE_BATCH
-            else:
-                self._fold_at[0] = _BATCH
+            self._set_fold_at()
 
     def _visit(self, batch: list[_Raw], visit: dict[tuple[str, _Site], int]) -> None:
         """Count the statements of the shapes in ``visit`` (shape -> its statements in the
