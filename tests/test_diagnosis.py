@@ -305,6 +305,78 @@ def test_missing_greenlet_is_explained_without_enforcement(project: Project) -> 
     )
 
 
+HIDDEN_GREENLET_APP = '''
+async def rename(session, user, name):
+    """Renames and answers with the new name; every error becomes a 500."""
+    try:
+        user.name = name
+        await session.commit()
+        return 200, user.name  # expired by commit()
+    except Exception:
+        return 500, None
+
+
+async def titles(user):
+    try:
+        return 200, [post.title for post in user.posts]  # allowed, so a real query
+    except Exception:
+        return 500, []
+'''
+
+HIDDEN_GREENLET_TEST = '''
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+import greenlet_app
+from models import User
+
+
+async def test_expired_column(engine):
+    async with async_sessionmaker(engine)() as session:
+        await greenlet_app.rename(session, await session.get(User, 1), "renamed")
+
+
+@pytest.mark.allow_lazy("User.posts")
+async def test_allowed_relationship(session):
+    await greenlet_app.titles(await session.get(User, 1))
+'''
+
+
+def test_a_missing_greenlet_the_code_under_test_caught_still_fails(project: Project) -> None:
+    """SQLAlchemy raises MissingGreenlet from the driver (in the cursor's creation on
+    aiosqlite, in its execution on asyncpg): the plugin sees it where it is raised."""
+    project.pytester.makepyfile(greenlet_app=HIDDEN_GREENLET_APP)
+    project.write_test(HIDDEN_GREENLET_TEST)
+    result = project.run("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    hidden = (
+        "noplusone: a lazy load failed in this test, but the error never reached the test: "
+        "your code caught it (an HTTP 500 response, for example)."
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_expired_column _*",
+            hidden,
+            "",
+            "noplusone: User.name was touched after commit() expired it (expire_on_commit=True); *",
+            f"  touched at: greenlet_app.py:{line(HIDDEN_GREENLET_APP, 'return 200, user.name')}"
+            " in rename",
+            "  called from: "
+            + at("greenlet_app.rename", "test_expired_column", HIDDEN_GREENLET_TEST),
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_allowed_relationship _*",
+            hidden,
+            "",
+            "noplusone: User.posts (one-to-many collection) was lazily loaded in async code, "
+            "where SQLAlchemy cannot run the implicit query (MissingGreenlet).",
+            f"  touched at: greenlet_app.py:{line(HIDDEN_GREENLET_APP, 'user.posts]')} in titles",
+        ]
+    )
+
+
 XDIST_TEST = '''
 from sqlalchemy import select
 
