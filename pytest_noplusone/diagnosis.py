@@ -6,8 +6,9 @@ Two sources, one description (``LazyLoad``):
   ``StatementError``, ``__cause__``, ``__context__``), and the relationship is read from the
   traceback's outermost ``_fire_loader_callables`` frame (NOTES-sqlalchemy.md, "Recognising a
   lazy-load failure");
-- violations recorded when they happen (the forced loader's guard, the engine's
-  ``handle_error`` event), so that a test whose code swallowed the error still fails.
+- violations recorded when they happen (the forced loader's guard, and a wrapper around
+  SQLAlchemy's ``_fire_loader_callables`` for ``MissingGreenlet``), so that a test whose code
+  swallowed the error still fails.
 
 The query that loaded the parent objects is found through ``InstanceState.runid``: a ``load``
 listener remembers the user's line once per query run, not once per object.
@@ -20,15 +21,16 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapper, RelationshipProperty
+from sqlalchemy.orm import attributes as orm_attributes
 from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.interfaces import MANYTOMANY, MANYTOONE, ONETOMANY
 
@@ -308,13 +310,63 @@ def record(prop: Any, state: Any, error: BaseException) -> None:
         pass
 
 
-def _on_handle_error(context: Any) -> None:
+# -- MissingGreenlet as it leaves a loader ----------------------------------------------------
+# A lazy load (or an expired attribute's reload) that runs SQL in async code fails with
+# MissingGreenlet, raised by the driver's adapter: while executing on asyncpg, while creating
+# the cursor on aiosqlite with SQLAlchemy 2.1 (which wraps it in a StatementError). Every such
+# load starts in the attribute implementation's _fire_loader_callables, so a wrapper there
+# sees the error its caller will see, wrapped or not, while the stack is still live. (The
+# engine's handle_error event sees it too, but a DialectEvents listener puts every statement
+# of every dialect on SQLAlchemy's event-dispatch path, which cost more than the plugin's
+# whole listener: NOTES-sqlalchemy.md and the README's Performance section.)
+
+
+def _find_loader_owner() -> type | None:
+    """The class that defines ``_fire_loader_callables`` (``_AttributeImpl`` on 2.1)."""
+    for value in vars(orm_attributes).values():
+        if isinstance(value, type) and _LOADER_FRAME in value.__dict__:
+            return value
+    return None
+
+
+_loader_owner = _find_loader_owner()
+_loader_original: Any = _loader_owner.__dict__[_LOADER_FRAME] if _loader_owner else None
+#: Errors recorded already: each wrapper on the stack sees the same error go by.
+_seen_errors: weakref.WeakSet[BaseException] = weakref.WeakSet()
+
+
+def _fire_loader_callables(self: Any, state: Any, key: str, passive: Any) -> Any:
+    """Named as the original, with its ``self`` and ``state``: the diagnosis reads them."""
+    __tracebackhide__ = True
     try:
-        original = context.original_exception
-        if not isinstance(original, exc.MissingGreenlet):
+        return _loader_original(self, state, key, passive)
+    except exc.SQLAlchemyError as error:
+        _loader_failed(error)
+        raise
+
+
+def _missing_greenlet(error: BaseException) -> BaseException | None:
+    """``error`` itself, or what it wraps, when that is a ``MissingGreenlet``."""
+    current: BaseException | None = error
+    for _ in range(4):
+        if current is None or isinstance(current, exc.MissingGreenlet):
+            return current
+        wrapped = getattr(current, "orig", None)
+        if isinstance(current, exc.StatementError) and isinstance(wrapped, BaseException):
+            current = wrapped
+        else:
+            current = current.__cause__
+    return None
+
+
+def _loader_failed(error: BaseException) -> None:
+    try:
+        original = _missing_greenlet(error)
+        if original is None or error in _seen_errors:
             return
+        _seen_errors.add(error)
         loader: FrameType | None = None
-        frame: FrameType | None = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)  # the wrapper, if no other is outside it
         while frame is not None:
             if frame.f_code.co_name == _LOADER_FRAME and "self" in frame.f_locals:
                 loader = frame  # keep walking: the outermost one is what the user touched
@@ -327,8 +379,8 @@ def _on_handle_error(context: Any) -> None:
         frames = capture._user_frames(loader.f_back)
         touched = tuple(Location(*user) for user in frames[:_CALL_SITE])
         load = _describe(token, loader.f_locals.get("state"), "missing_greenlet", touched)
-        _add(load, [original, context.sqlalchemy_exception])
-    except Exception:  # a guest in the user's query: never raise into it
+        _add(load, [error] if error is original else [error, original])
+    except Exception:  # a guest in the user's load: never replace its error with ours
         pass
 
 
@@ -417,12 +469,14 @@ _installed = 0
 
 
 def install() -> None:
-    """Listen for loaded objects and engine errors (reference counted for nested sessions)."""
+    """Listen for loaded objects and wrap the loaders' entry (reference counted for nested
+    sessions)."""
     global _installed
     _installed += 1
     if _installed == 1:
         event.listen(Mapper, "load", _on_load, raw=True)
-        event.listen(Engine, "handle_error", _on_handle_error)
+        if _loader_owner is not None:
+            setattr(_loader_owner, _LOADER_FRAME, _fire_loader_callables)
 
 
 def uninstall() -> None:
@@ -431,7 +485,8 @@ def uninstall() -> None:
     _installed -= 1
     if _installed == 0:
         event.remove(Mapper, "load", _on_load)
-        event.remove(Engine, "handle_error", _on_handle_error)
+        if _loader_owner is not None:
+            setattr(_loader_owner, _LOADER_FRAME, _loader_original)  # exactly as defined
         _sites.clear()
         _last_runid = None
         begin_test()

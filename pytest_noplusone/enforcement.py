@@ -71,7 +71,8 @@ class _Guard:
         try:
             return self.forced(state, passive)
         except (exc.InvalidRequestError, orm_exc.DetachedInstanceError) as error:
-            # MissingGreenlet (an InvalidRequestError) is recorded by the handle_error listener.
+            # A MissingGreenlet (an InvalidRequestError) is recorded by diagnosis's wrapper of
+            # _fire_loader_callables.
             if not isinstance(error, exc.MissingGreenlet):
                 diagnosis.record(self.prop, state, error)
             raise

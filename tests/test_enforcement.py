@@ -435,6 +435,7 @@ def snapshot():
                 sorted(map(str, prop._strategies)),
             )
     state["awaitable_attrs"] = AsyncAttrs._AsyncAttrGetitem.__dict__["__getattr__"]
+    state["loader_entry"] = diagnosis._loader_owner.__dict__["_fire_loader_callables"]
     state["listeners"] = (
         event.contains(Mapper, "after_configured", enforcement._after_configured),
         event.contains(Mapper, "load", diagnosis._on_load),
