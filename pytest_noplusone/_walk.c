@@ -824,6 +824,184 @@ configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* hook(original, name, kind): a replacement for a dialect class's ``do_execute`` (kind 0),
+ * ``do_executemany`` (1) or ``do_execute_no_params`` (2) that records the statement (as the
+ * listener does) and then calls ``original``. Set in the class, it is a method descriptor:
+ * ``self.dialect.do_execute(...)`` calls it with the dialect first and no bound method made.
+ *
+ * Only the hook the dialect's own call reaches first records: a hooked override that calls
+ * ``super()`` reaches a second hook, which finds that it is not the first hook in the
+ * dialect's class's MRO and only passes the call on (one record per round trip). The answer
+ * is cached per class and version tag (a changed class gets a new tag). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *original;
+    PyObject *name;
+    int kind;
+    PyTypeObject *seen_type; /* borrowed, checked with its version tag */
+    unsigned int seen_tag;
+    int seen_first;
+    vectorcallfunc vectorcall;
+} Hook;
+
+static PyObject *empty_tuple;
+
+static int
+first_hook(Hook *self, PyTypeObject *type)
+{
+    if (type == self->seen_type && type->tp_version_tag == self->seen_tag && self->seen_tag != 0 &&
+        PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return self->seen_first;
+    }
+    PyObject *mro = type->tp_mro;
+    int first = 0;
+    if (mro != NULL && PyTuple_Check(mro)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+            PyObject *base = PyTuple_GET_ITEM(mro, i);
+            PyObject *dict = ((PyTypeObject *)base)->tp_dict;
+            PyObject *found = dict == NULL ? NULL : PyDict_GetItemWithError(dict, self->name);
+            if (found == NULL) {
+                if (PyErr_Occurred()) {
+                    return -1;
+                }
+                continue;
+            }
+            if (Py_IS_TYPE(found, Py_TYPE(self))) {
+                first = found == (PyObject *)self;
+                break;
+            }
+        }
+    }
+    /* _PyType_Lookup gives the class a valid version tag, if it can have one. */
+    (void)_PyType_Lookup(type, self->name);
+    if (PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        self->seen_type = type;
+        self->seen_tag = type->tp_version_tag;
+        self->seen_first = first;
+    }
+    return first;
+}
+
+static PyObject *capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+static PyObject *
+hook_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Hook *self = (Hook *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && nargs == (self->kind == 2 ? 4 : 5)) {
+        int first = first_hook(self, Py_TYPE(args[0]));
+        if (first < 0) {
+            return NULL;
+        }
+        if (first) {
+            PyObject *recorded;
+            if (self->kind == 0) {
+                recorded = capture(NULL, args + 1, 4);
+            }
+            else if (self->kind == 1) {
+                PyObject *many[5] = {args[1], args[2], args[3], args[4], Py_True};
+                recorded = capture(NULL, many, 5);
+            }
+            else {
+                PyObject *none[4] = {args[1], args[2], empty_tuple, args[3]};
+                recorded = capture(NULL, none, 4);
+            }
+            if (recorded == NULL) {
+                return NULL;
+            }
+            Py_DECREF(recorded);
+        }
+    }
+    return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+}
+
+static PyObject *
+hook_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int
+hook_traverse(Hook *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->original);
+    return 0;
+}
+
+static void
+hook_dealloc(Hook *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->name);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *
+hook_original(Hook *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->original);
+}
+
+static PyObject *
+hook_repr(Hook *self)
+{
+    return PyUnicode_FromFormat("<pytest_noplusone hook of %R>", self->original);
+}
+
+static PyGetSetDef hook_getset[] = {
+    {"original", (getter)hook_original, NULL, "The function this hook replaced.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject HookType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pytest_noplusone._walk.Hook",
+    .tp_basicsize = sizeof(Hook),
+    .tp_dealloc = (destructor)hook_dealloc,
+    .tp_vectorcall_offset = offsetof(Hook, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_repr = (reprfunc)hook_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "A dialect method replaced by one that records its statement first.",
+    .tp_traverse = (traverseproc)hook_traverse,
+    .tp_getset = hook_getset,
+    .tp_descr_get = hook_get,
+};
+
+static PyObject *
+hook(PyObject *module, PyObject *args)
+{
+    PyObject *original, *name;
+    int kind;
+    if (!PyArg_ParseTuple(args, "OUi:hook", &original, &name, &kind)) {
+        return NULL;
+    }
+    if (kind < 0 || kind > 2 || !PyCallable_Check(original)) {
+        PyErr_SetString(PyExc_ValueError, "hook(original, name, kind): kind is 0, 1 or 2");
+        return NULL;
+    }
+    Hook *self = PyObject_GC_New(Hook, &HookType);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->original = Py_NewRef(original);
+    Py_INCREF(name);
+    PyUnicode_InternInPlace(&name);
+    self->name = name;
+    self->kind = kind;
+    self->seen_type = NULL;
+    self->seen_tag = 0;
+    self->seen_first = 0;
+    self->vectorcall = hook_vectorcall;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(kinds, classify, getcurrent, greenlet_type, depth, sites): what it reads."},
@@ -837,6 +1015,8 @@ static PyMethodDef methods[] = {
      "bind(namespace, shapes, shape, intern, loader, errors): the listener's state."},
     {"capture", (PyCFunction)(void (*)(void))capture, METH_FASTCALL,
      "capture(cursor, statement, parameters, context, executemany=False): the listener."},
+    {"hook", hook, METH_VARARGS,
+     "hook(original, name, kind): a dialect method that records its statement, then runs."},
     {"locate", locate, METH_NOARGS,
      "The caller's call-site hash and user frames, innermost first: (code, f_lasti, line)."},
     {NULL, NULL, 0, NULL},
@@ -850,5 +1030,16 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__walk(void)
 {
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&HookType) < 0) {
+        return NULL;
+    }
+    empty_tuple = PyTuple_New(0);
+    if (empty_tuple == NULL) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && PyModule_AddObjectRef(module, "Hook", (PyObject *)&HookType) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

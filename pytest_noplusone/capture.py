@@ -1,7 +1,9 @@
 """Capture SQL round-trips from every Engine and attribute each to the user's line of code.
 
-Listeners on the ``Engine`` *class* see every sync engine and the ``sync_engine`` behind
-every ``AsyncEngine``. They record into the open windows (``QueryLog`` objects); the windows are
+Every dialect's ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` record each
+DB-API execution: hooks set in the dialect classes when the C walk is built, else listeners on
+the ``Engine`` *class*. Both see every sync engine and the ``sync_engine`` behind every
+``AsyncEngine``. They record into the open windows (``QueryLog`` objects); the windows are
 process-wide, so queries made in other threads and tasks count too.
 """
 
@@ -17,13 +19,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any
 
 import greenlet
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine.interfaces import Dialect
 
 from . import detection
 
@@ -666,11 +669,11 @@ def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
     return ("lazy", name, parent.key or id(parent))
 
 
-# The listeners are DialectEvents (do_execute, do_executemany, do_execute_no_params): they fire
-# for every DB-API cursor execution, insertmanyvalues batches included, and unlike
-# ConnectionEvents they do not switch SQLAlchemy's execution path to its slower, event-firing
-# branch for every statement. The recorder itself (``_walk.capture`` when the C walk is
-# built, else ``_capture``) listens to do_execute, the common case.
+# Without the C walk the recorder is a set of DialectEvents listeners (do_execute,
+# do_executemany, do_execute_no_params): they fire for every DB-API cursor execution,
+# insertmanyvalues batches included, and unlike ConnectionEvents they do not switch
+# SQLAlchemy's execution path to its slower, event-firing branch for every statement. The
+# recorder itself (``_capture``) listens to do_execute, the common case.
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
@@ -757,25 +760,96 @@ _LISTENERS = (
     ("do_execute_no_params", _do_execute_no_params),
 )
 
+# With the C walk the recorder is not a listener: SQLAlchemy's dispatch to any DialectEvents
+# listener cost more per statement than the listener itself (and any such listener, of any
+# event, puts every dialect on that path). Instead, each dialect class that defines one of the
+# three methods gets a ``_walk.Hook`` in its place: a C method descriptor that records the
+# statement and calls the class's own function. Classes that exist at install time are found
+# through ``__subclasses__``; classes created later (a dialect module imported when its first
+# engine is made) through ``Dialect.__init_subclass__``, set for as long as the hooks are in.
+# Only the first hook in the dialect's MRO records, so an override that calls ``super()``
+# counts once. Everything is restored exactly (``_unhook``).
+_HOOKS = _c_site is not None
+_HOOKED_METHODS = (("do_execute", 0), ("do_executemany", 1), ("do_execute_no_params", 2))
+#: (class, method name) -> the function the class defined, for as long as the hook is in.
+_hooked: dict[tuple[type, str], FunctionType] = {}
+_MISSING = object()
+_INIT_SUBCLASS = "__init_subclass__"
+#: What ``Dialect.__dict__`` held as ``__init_subclass__`` before the hooks went in.
+_init_subclass_before: Any = _MISSING
+
+
+def _hook_class(cls: type) -> None:
+    for name, kind in _HOOKED_METHODS:
+        original = cls.__dict__.get(name)
+        # Plain functions only: a staticmethod or an existing hook keeps its place (a class
+        # can be seen twice: through __subclasses__ and __init_subclass__).
+        if isinstance(original, FunctionType):
+            _hooked[(cls, name)] = original
+            setattr(cls, name, _walk.hook(original, name, kind))
+
+
+def _dialect_subclass_created(cls: type[Dialect], /, **kwargs: Any) -> None:
+    """``Dialect.__init_subclass__`` while the hooks are in."""
+    if _init_subclass_before is _MISSING:
+        super(Dialect, cls).__init_subclass__(**kwargs)
+    else:
+        _init_subclass_before.__get__(None, cls)(**kwargs)
+    with _lock:
+        if _hooked:
+            _hook_class(cls)
+
+
+def _hook() -> None:
+    global _init_subclass_before
+    _init_subclass_before = Dialect.__dict__.get(_INIT_SUBCLASS, _MISSING)
+    setattr(Dialect, _INIT_SUBCLASS, classmethod(_dialect_subclass_created))
+    pending = list(Dialect.__subclasses__())
+    seen: set[type] = set()
+    while pending:
+        cls = pending.pop()
+        if cls not in seen:
+            seen.add(cls)
+            _hook_class(cls)
+            pending.extend(cls.__subclasses__())
+
+
+def _unhook() -> None:
+    global _init_subclass_before
+    for (cls, name), original in _hooked.items():
+        setattr(cls, name, original)
+    _hooked.clear()
+    if _init_subclass_before is _MISSING:
+        delattr(Dialect, _INIT_SUBCLASS)
+    else:
+        setattr(Dialect, _INIT_SUBCLASS, _init_subclass_before)
+    _init_subclass_before = _MISSING
+
 
 def acquire() -> None:
-    """Install the listener (reference counted)."""
+    """Install the recorder (reference counted)."""
     global _users
     with _lock:
         _users += 1
         if _users == 1:
-            for name, listener in _LISTENERS:
-                event.listen(Engine, name, listener)
+            if _HOOKS:
+                _hook()
+            else:
+                for name, listener in _LISTENERS:
+                    event.listen(Engine, name, listener)
 
 
 def release() -> None:
-    """Remove the listener when its last user is gone."""
+    """Remove the recorder when its last user is gone."""
     global _users
     with _lock:
         _users -= 1
         if _users == 0:
-            for name, listener in _LISTENERS:
-                event.remove(Engine, name, listener)
+            if _HOOKS:
+                _unhook()
+            else:
+                for name, listener in _LISTENERS:
+                    event.remove(Engine, name, listener)
 
 
 def open_window(log: QueryLog) -> None:

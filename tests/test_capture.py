@@ -678,3 +678,92 @@ def test_changing_what_is_ignored_applies_to_the_next_statement(tmp_path: Path) 
         capture.set_ignore(configured)
         engine.dispose()
     assert counts == [2, 0, 2]
+
+
+DIALECT_CONFTEST = '''
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+
+class DefinedFirst(SQLiteDialect_pysqlite):
+    """Exists before the plugin starts; runs each statement itself (no super())."""
+
+    def do_execute(self, cursor, statement, parameters, context=None):
+        cursor.execute(statement, parameters)
+
+    def do_executemany(self, cursor, statement, parameters, context=None):
+        cursor.executemany(statement, parameters)
+
+    def do_execute_no_params(self, cursor, statement, context=None):
+        cursor.execute(statement)
+'''
+
+DIALECT_TEST = '''
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+from conftest import DefinedFirst
+from pytest_noplusone import capture_queries
+
+
+class DefinedLater(DefinedFirst.__base__):
+    """Created after the plugin started (its module is collected then); no super() either."""
+
+    def do_execute(self, cursor, statement, parameters, context=None):
+        cursor.execute(statement, parameters)
+
+    def do_executemany(self, cursor, statement, parameters, context=None):
+        cursor.executemany(statement, parameters)
+
+    def do_execute_no_params(self, cursor, statement, context=None):
+        cursor.execute(statement)
+
+
+class CallsSuper(SQLiteDialect_pysqlite):
+    def do_execute(self, cursor, statement, parameters, context=None):
+        super().do_execute(cursor, statement, parameters, context)
+
+    def do_executemany(self, cursor, statement, parameters, context=None):
+        super().do_executemany(cursor, statement, parameters, context)
+
+    def do_execute_no_params(self, cursor, statement, context=None):
+        super().do_execute_no_params(cursor, statement, context)
+
+
+class CallsSuperTwice(CallsSuper):
+    def do_execute(self, cursor, statement, parameters, context=None):
+        super().do_execute(cursor, statement, parameters, context)
+
+
+@pytest.mark.parametrize(
+    "dialect", [SQLiteDialect_pysqlite, DefinedFirst, DefinedLater, CallsSuper, CallsSuperTwice]
+)
+def test_each_round_trip_counts_once(dialect):
+    name = f"noplusone_{dialect.__name__.lower()}"
+    registry.register(f"sqlite.{name}", dialect.__module__, dialect.__name__)
+    engine = create_engine(f"sqlite+{name}://")
+    assert type(engine.dialect) is dialect
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with capture_queries() as log:
+            conn.execute(text("INSERT INTO t (x) VALUES (:x)"), [{"x": 1}, {"x": 2}])
+            assert conn.execute(text("SELECT x FROM t WHERE x = :x"), {"x": 2}).all() == [(2,)]
+            bare = conn.execution_options(no_parameters=True)
+            assert bare.exec_driver_sql("SELECT count(*) FROM t").all() == [(2,)]
+    assert [(query.sql.split()[0], query.executemany) for query in log] == [
+        ("INSERT", True),
+        ("SELECT", False),
+        ("SELECT", False),
+    ]
+    assert {query.location.function for query in log} == {"test_each_round_trip_counts_once"}
+'''
+
+
+def test_every_dialect_method_counts_each_round_trip_once(pytester: pytest.Pytester) -> None:
+    """Dialects that run statements themselves, created before or after the plugin started,
+    and overrides that call super() (once or twice): one record per round trip each."""
+    pytester.makeconftest(DIALECT_CONFTEST)
+    pytester.makepyfile(test_dialects=DIALECT_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)
