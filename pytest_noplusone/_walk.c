@@ -830,9 +830,12 @@ configure(PyObject *module, PyObject *args)
  * ``self.dialect.do_execute(...)`` calls it with the dialect first and no bound method made.
  *
  * Only the hook the dialect's own call reaches first records: a hooked override that calls
- * ``super()`` reaches a second hook, which finds that it is not the first hook in the
- * dialect's class's MRO and only passes the call on (one record per round trip). The answer
- * is cached per class and version tag (a changed class gets a new tag). */
+ * ``super()`` reaches a second hook, which finds that another hook comes first in the
+ * dialect's class's MRO and only passes the call on (one record per round trip). A hook that
+ * finds no hook at all in the MRO records: something set over it (another tool's wrapper)
+ * still calls it. The answer is cached per class and version tag (a changed class gets a new
+ * tag). ``original`` is called as the class attribute it was: a function with the dialect, a
+ * staticmethod, classmethod or other descriptor bound through its ``__get__``. */
 typedef struct {
     PyObject_HEAD
     PyObject *original;
@@ -854,7 +857,7 @@ first_hook(Hook *self, PyTypeObject *type)
         return self->seen_first;
     }
     PyObject *mro = type->tp_mro;
-    int first = 0;
+    int first = 1; /* no hook in the MRO: something set over this one still calls it */
     if (mro != NULL && PyTuple_Check(mro)) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
             PyObject *base = PyTuple_GET_ITEM(mro, i);
@@ -913,7 +916,21 @@ hook_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObje
             Py_DECREF(recorded);
         }
     }
-    return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    PyObject *original = self->original;
+    if (nargs == 0 || PyFunction_Check(original)) {
+        return PyObject_Vectorcall(original, args, nargsf, kwnames);
+    }
+    descrgetfunc get = Py_TYPE(original)->tp_descr_get;
+    if (get == NULL) { /* a plain callable in the class: called without the dialect */
+        return PyObject_Vectorcall(original, args + 1, nargs - 1, kwnames);
+    }
+    PyObject *bound = get(original, args[0], (PyObject *)Py_TYPE(args[0]));
+    if (bound == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_Vectorcall(bound, args + 1, nargs - 1, kwnames);
+    Py_DECREF(bound);
+    return result;
 }
 
 static PyObject *
@@ -981,7 +998,7 @@ hook(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OUi:hook", &original, &name, &kind)) {
         return NULL;
     }
-    if (kind < 0 || kind > 2 || !PyCallable_Check(original)) {
+    if (kind < 0 || kind > 2) {
         PyErr_SetString(PyExc_ValueError, "hook(original, name, kind): kind is 0, 1 or 2");
         return NULL;
     }

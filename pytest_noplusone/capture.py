@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import CodeType, FrameType, FunctionType
+from types import CodeType, FrameType
 from typing import Any
 
 import greenlet
@@ -771,8 +771,8 @@ _LISTENERS = (
 # counts once. Everything is restored exactly (``_unhook``).
 _HOOKS = _c_site is not None
 _HOOKED_METHODS = (("do_execute", 0), ("do_executemany", 1), ("do_execute_no_params", 2))
-#: (class, method name) -> the function the class defined, for as long as the hook is in.
-_hooked: dict[tuple[type, str], FunctionType] = {}
+#: (class, method name) -> what the class defined, and the hook set in its place.
+_hooked: dict[tuple[type, str], tuple[Any, Any]] = {}
 _MISSING = object()
 _INIT_SUBCLASS = "__init_subclass__"
 #: What ``Dialect.__dict__`` held as ``__init_subclass__`` before the hooks went in.
@@ -782,11 +782,17 @@ _init_subclass_before: Any = _MISSING
 def _hook_class(cls: type) -> None:
     for name, kind in _HOOKED_METHODS:
         original = cls.__dict__.get(name)
-        # Plain functions only: a staticmethod or an existing hook keeps its place (a class
-        # can be seen twice: through __subclasses__ and __init_subclass__).
-        if isinstance(original, FunctionType):
-            _hooked[(cls, name)] = original
-            setattr(cls, name, _walk.hook(original, name, kind))
+        # An existing hook keeps its place (a class can be seen twice: through __subclasses__
+        # and __init_subclass__). Any other attribute (a function, staticmethod, another
+        # tool's wrapper) is called by the hook as the class attribute it was.
+        if original is None or isinstance(original, _walk.Hook):
+            continue
+        hook = _walk.hook(original, name, kind)
+        try:
+            setattr(cls, name, hook)
+        except TypeError:  # an immutable (extension) type: its calls of super() still count
+            continue
+        _hooked[(cls, name)] = (original, hook)
 
 
 def _dialect_subclass_created(cls: type[Dialect], /, **kwargs: Any) -> None:
@@ -816,8 +822,9 @@ def _hook() -> None:
 
 def _unhook() -> None:
     global _init_subclass_before
-    for (cls, name), original in _hooked.items():
-        setattr(cls, name, original)
+    for (cls, name), (original, hook) in _hooked.items():
+        if cls.__dict__.get(name) is hook:  # what another tool set over it since stays
+            setattr(cls, name, original)
     _hooked.clear()
     if _init_subclass_before is _MISSING:
         delattr(Dialect, _INIT_SUBCLASS)

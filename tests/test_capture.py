@@ -695,6 +695,28 @@ class DefinedFirst(SQLiteDialect_pysqlite):
 
     def do_execute_no_params(self, cursor, statement, context=None):
         cursor.execute(statement)
+
+
+class Traced:
+    """Another tool's wrapper, set before the plugin starts: a descriptor, not a function."""
+
+    def __init__(self, function):
+        self.function = function
+        self.calls = 0
+
+    def __get__(self, instance, owner):
+        def bound(*args):
+            self.calls += 1
+            return self.function(instance, *args)
+
+        return self if instance is None else bound
+
+
+TRACED = Traced(SQLiteDialect_pysqlite.do_execute)
+
+
+class WrappedByATool(SQLiteDialect_pysqlite):
+    do_execute = TRACED
 '''
 
 DIALECT_TEST = '''
@@ -702,8 +724,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine.default import DefaultDialect
 
-from conftest import DefinedFirst
+from conftest import TRACED, DefinedFirst, WrappedByATool
 from pytest_noplusone import capture_queries
 
 
@@ -736,16 +759,41 @@ class CallsSuperTwice(CallsSuper):
         super().do_execute(cursor, statement, parameters, context)
 
 
-@pytest.mark.parametrize(
-    "dialect", [SQLiteDialect_pysqlite, DefinedFirst, DefinedLater, CallsSuper, CallsSuperTwice]
-)
-def test_each_round_trip_counts_once(dialect):
+class StaticMethods(SQLiteDialect_pysqlite):
+    @staticmethod
+    def do_execute(cursor, statement, parameters, context=None):
+        cursor.execute(statement, parameters)
+
+    @classmethod
+    def do_execute_no_params(cls, cursor, statement, context=None):
+        assert cls is StaticMethods
+        cursor.execute(statement)
+
+
+DIALECTS = [
+    SQLiteDialect_pysqlite,
+    DefinedFirst,
+    DefinedLater,
+    CallsSuper,
+    CallsSuperTwice,
+    StaticMethods,
+    WrappedByATool,
+]
+
+
+def engine_of(dialect):
     name = f"noplusone_{dialect.__name__.lower()}"
     registry.register(f"sqlite.{name}", dialect.__module__, dialect.__name__)
     engine = create_engine(f"sqlite+{name}://")
     assert type(engine.dialect) is dialect
-    with engine.connect() as conn:
+    return engine
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_each_round_trip_counts_once(dialect):
+    with engine_of(dialect).connect() as conn:
         conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        traced = TRACED.calls
         with capture_queries() as log:
             conn.execute(text("INSERT INTO t (x) VALUES (:x)"), [{"x": 1}, {"x": 2}])
             assert conn.execute(text("SELECT x FROM t WHERE x = :x"), {"x": 2}).all() == [(2,)]
@@ -757,13 +805,31 @@ def test_each_round_trip_counts_once(dialect):
         ("SELECT", False),
     ]
     assert {query.location.function for query in log} == {"test_each_round_trip_counts_once"}
+    if dialect is WrappedByATool:  # the tool's wrapper still runs
+        assert TRACED.calls - traced == 1  # the SELECT with parameters
+
+
+def test_a_wrapper_set_over_the_hook_still_counts(monkeypatch):
+    """Another tool wraps DefaultDialect.do_execute while the plugin runs."""
+    hook = DefaultDialect.__dict__["do_execute"]
+
+    def wrapper(self, *args):
+        wrapper.calls += 1
+        return hook(self, *args)
+
+    wrapper.calls = 0
+    monkeypatch.setattr(DefaultDialect, "do_execute", wrapper)
+    with engine_of(SQLiteDialect_pysqlite).connect() as conn, capture_queries() as log:
+        conn.execute(text("SELECT :x"), {"x": 1})
+    assert (log.count, wrapper.calls) == (1, 1)
 '''
 
 
 def test_every_dialect_method_counts_each_round_trip_once(pytester: pytest.Pytester) -> None:
-    """Dialects that run statements themselves, created before or after the plugin started,
-    and overrides that call super() (once or twice): one record per round trip each."""
+    """Dialects that run statements themselves, created before or after the plugin started;
+    overrides that call super() (once or twice); static and class methods; another tool's
+    wrapper, set before the plugin started or over its hook: one record per round trip each."""
     pytester.makeconftest(DIALECT_CONFTEST)
     pytester.makepyfile(test_dialects=DIALECT_TEST)
     result = pytester.runpytest_subprocess("-p", "no:randomly")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=8)
