@@ -1,12 +1,13 @@
 """Per-statement cost of the capture listener (count + fingerprint + location), in microseconds.
 
 Runs the same statement loop on a sync pysqlite ``:memory:`` engine and on aiosqlite through an
-``AsyncSession``-style greenlet path, with no window open (listener idle), and with a window open
-(the full per-statement work: shape lookup, frame walk through the greenlet, per-shape aggregates):
-a test body's window, which keeps no statements (the plugin's window for every test), and a
-``capture_queries()`` block, which keeps every statement for ``log.queries``. Each variant is
-repeated, interleaved, and the median CPU time (process_time, so that other load on the machine
-does not skew it) is reported. Usage:
+``AsyncSession``-style greenlet path: without the plugin's recorder (the baseline), with it
+installed and no window open (idle: the dialect hooks, or the listeners' dispatch, alone), and
+with a window open (the full per-statement work: shape lookup, frame walk through the greenlet,
+per-shape aggregates): a test body's window, which keeps no statements (the plugin's window for
+every test), and a ``capture_queries()`` block, which keeps every statement for
+``log.queries``. Each variant is repeated, interleaved, and the median CPU time (process_time,
+so that other load on the machine does not skew it) is reported. Usage:
 
     python benchmarks/bench_statement.py [--statements 20000] [--repeats 7]
 """
@@ -68,11 +69,15 @@ def async_loop(statements: int) -> Callable[[], float]:
 
 
 def measure(name: str, run: Callable[[], float], statements: int, repeats: int) -> None:
-    idle, body, kept = [], [], []
-    capture.acquire()  # the listener is installed in all variants; only the window differs
-    try:
-        run()  # warm caches (compiled statement, shape, frame classification)
-        for _ in range(repeats):
+    none: list[float] = []
+    idle: list[float] = []
+    body: list[float] = []
+    kept: list[float] = []
+    run()  # warm caches (compiled statement, shape, frame classification)
+    for _ in range(repeats):
+        none.append(run())  # nothing of the plugin's is installed
+        capture.acquire()
+        try:
             idle.append(run())
             log = capture.QueryLog(keep=0)  # as the plugin opens for a test body
             capture.open_window(log)
@@ -84,15 +89,15 @@ def measure(name: str, run: Callable[[], float], statements: int, repeats: int) 
             with capture_queries() as kept_log:
                 kept.append(run())
             assert kept_log.count == len(kept_log.queries) == statements, kept_log.count
-    finally:
-        capture.release()
-    base = statistics.median(idle)
-    for label, runs in (("test body", body), ("capture_queries", kept)):
+        finally:
+            capture.release()
+    base = statistics.median(none)
+    for label, runs in (("idle", idle), ("test body", body), ("capture_queries", kept)):
         full = statistics.median(runs)
         print(
             f"{name:<26} {label:<16} baseline {base / statements * 1e6:6.2f} us/stmt   "
-            f"captured {full / statements * 1e6:6.2f} us/stmt   "
-            f"listener cost {(full - base) / statements * 1e6:5.2f} us/stmt   "
+            f"with plugin {full / statements * 1e6:6.2f} us/stmt   "
+            f"cost {(full - base) / statements * 1e6:5.2f} us/stmt   "
             f"ratio {full / base:5.3f}"
         )
 

@@ -1,0 +1,134 @@
+"""CPU instructions the plugin adds to one statement, under valgrind, averaged over memory layouts.
+
+A loop of ``AsyncSession.execute`` statements runs in a child process under ``valgrind
+--tool=callgrind``, once with 100 and once with 600 statements; the difference over 500 is the
+cost of one statement, without the process's start-up. The plugin variant records into a test
+body's window (``QueryLog(keep=0)``, what the plugin opens for every test) with lazy-load
+diagnosis installed, as in a test; the other variant has nothing of the plugin's installed.
+
+CPython's type attribute cache makes the count depend on where the interpreter's strings lie,
+by several thousand instructions per statement, so each variant runs in several layouts (a list
+of ``PAD`` objects allocated before the imports, and ``PYTHONHASHSEED=PAD``) and the mean and
+median of the per-layout differences are reported. Uses PostgreSQL through asyncpg when
+``NOPLUSONE_PG_URL`` is set, else aiosqlite. Usage:
+
+    python benchmarks/bench_instructions.py [--pads 0,700,1500,2600,3300,4100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+SCHEMA = "noplusone_bench"
+
+
+def child(variant: str, statements: int, pad: int, url: str) -> None:
+    """The measured process: ``pad`` objects first, then the imports and the loop."""
+    layout = [object() for _ in range(pad)]
+    from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, text
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from pytest_noplusone import capture, diagnosis
+
+    metadata = MetaData()
+    items = Table(
+        "items", metadata, Column("id", Integer, primary_key=True), Column("name", String)
+    )
+    query = select(items.c.name).where(items.c.id == bindparam("id"))
+
+    async def main() -> None:
+        options = {}
+        if url.startswith("postgresql"):
+            options["connect_args"] = {"server_settings": {"search_path": SCHEMA}}
+            async with create_async_engine(url).begin() as conn:
+                await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        engine = create_async_engine(url, **options)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(items.insert(), [{"id": i, "name": f"n{i}"} for i in range(100)])
+        log = capture.QueryLog(keep=0)
+        if variant == "plugin":
+            diagnosis.install()
+            capture.open_window(log)
+        async with AsyncSession(engine) as session:
+            for i in range(statements):
+                (await session.execute(query, {"id": i % 100})).all()
+        if variant == "plugin":
+            capture.close_window(log)
+            assert log.count == statements, log.count
+        await engine.dispose()
+
+    asyncio.run(main())
+    del layout
+
+
+def instructions(variant: str, statements: int, pad: int, url: str) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        str(statements),
+        str(pad),
+        url,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": str(pad)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed ({variant}, pad {pad})\n{result.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def per_statement(variant: str, pad: int, url: str) -> float:
+    return (instructions(variant, 600, pad, url) - instructions(variant, 100, pad, url)) / 500
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        variant, statements, pad, url = sys.argv[2:6]
+        child(variant, int(statements), int(pad), url)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pads", default="0,700,1500,2600,3300,4100")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        parser.error("needs valgrind on PATH")
+    url = os.environ.get("NOPLUSONE_PG_URL", "")
+    directory = None
+    if not url:
+        directory = tempfile.mkdtemp()
+        url = f"sqlite+aiosqlite:///{directory}/bench.sqlite3"
+    print(f"{url.split('://')[0]}: instructions per statement (600 minus 100 statements, / 500)")
+    added = []
+    for pad in (int(value) for value in args.pads.split(",")):
+        without = per_statement("none", pad, url)
+        with_plugin = per_statement("plugin", pad, url)
+        added.append(with_plugin - without)
+        print(
+            f"  layout {pad:>5}: without {without:9.0f}   with the plugin {with_plugin:9.0f}"
+            f"   added {with_plugin - without:7.0f}"
+        )
+    # The median too: one run in a layout can be off by tens of thousands (seen once).
+    print(
+        f"added by the plugin over {len(added)} layouts: mean {statistics.mean(added):.0f}, "
+        f"median {statistics.median(added):.0f}"
+    )
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
