@@ -3,12 +3,13 @@
 Generates ``--tests`` tests of ``--statements`` statements each for every backend (sync pysqlite
 ``:memory:``, aiosqlite, and asyncpg when ``NOPLUSONE_PG_URL`` is set), then runs the suite
 alternately with the plugin (counting, fingerprints, locations and N+1 detection all on) and
-without it, ``--rounds`` times each, and prints the median wall times and their ratio, and the
-median CPU times (user + system of the pytest process) and theirs: on a shared or throttled
-machine the CPU time is the steadier of the two. Each line also gives the median of the
-per-round ratios (a run with the plugin over the run without it just before), which cancels
-slow drift in the machine's speed, and from 4 rounds on the quartiles of those per-round ratios,
-which show how much a single round's ratio varies on this machine.
+without it, ``--rounds`` times each (in ABBA order: which one runs first alternates from round
+to round), and prints the median wall times and their ratio, and the median CPU times (user +
+system of the pytest process) and theirs: on a shared or throttled machine the CPU time is the
+steadier of the two. Each line also gives the median of the per-round ratios (a run with the
+plugin over the run without it next to it), which cancels slow drift in the machine's speed,
+and from 4 rounds on the quartiles of those per-round ratios, which show how much a single
+round's ratio varies on this machine.
 
 ``--callgrind N`` adds a count that does not depend on the machine's load: each variant runs
 once per hash seed 0..N-1 under ``valgrind --tool=callgrind``, and the median ratio of CPU
@@ -197,9 +198,14 @@ def main() -> None:
             directory = generate(Path(tmp), backend, args.tests, args.statements)
             run_once(directory, url, [])  # warm the file system and bytecode caches
             on, off = [], []
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
+                # ABBA: which variant runs first alternates, so that a drift in the machine's
+                # speed (seen: several percent within a minute) does not favour one of them.
+                if round_ % 2:
+                    on.append(run_once(directory, url, []))
                 off.append(run_once(directory, url, ["-p", "no:noplusone"]))
-                on.append(run_once(directory, url, []))
+                if not round_ % 2:
+                    on.append(run_once(directory, url, []))
             for kind, index in (("wall", 0), ("cpu", 1)):
                 with_plugin = statistics.median(run[index] for run in on)
                 without = statistics.median(run[index] for run in off)
