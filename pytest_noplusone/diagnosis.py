@@ -318,11 +318,12 @@ def record(prop: Any, state: Any, error: BaseException) -> None:
 # sees the error its caller will see, wrapped or not, while the stack is still live. (The
 # engine's handle_error event sees it too, but a DialectEvents listener puts every statement
 # of every dialect on SQLAlchemy's event-dispatch path, which cost more than the plugin's
-# whole listener: NOTES-sqlalchemy.md and the README's Performance section.)
+# whole recorder: the README's Performance section.)
 
 
 def _find_loader_owner() -> type | None:
-    """The class that defines ``_fire_loader_callables`` (``_AttributeImpl`` on 2.1)."""
+    """The class that defines ``_fire_loader_callables`` (``_AttributeImpl`` on 2.1; both 2.0
+    and 2.1 have it, and the traceback analysis reads the same frame)."""
     for value in vars(orm_attributes).values():
         if isinstance(value, type) and _LOADER_FRAME in value.__dict__:
             return value
