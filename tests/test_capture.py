@@ -684,8 +684,8 @@ DIALECT_CONFTEST = '''
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 
-class DefinedFirst(SQLiteDialect_pysqlite):
-    """Exists before the plugin starts; runs each statement itself (no super())."""
+def runs_statements_itself(name, module=__name__):
+    """A dialect class, created when called, that runs each statement itself (no super())."""
 
     def do_execute(self, cursor, statement, parameters, context=None):
         cursor.execute(statement, parameters)
@@ -695,6 +695,17 @@ class DefinedFirst(SQLiteDialect_pysqlite):
 
     def do_execute_no_params(self, cursor, statement, context=None):
         cursor.execute(statement)
+
+    methods = {
+        "do_execute": do_execute,
+        "do_executemany": do_executemany,
+        "do_execute_no_params": do_execute_no_params,
+        "__module__": module,
+    }
+    return type(name, (SQLiteDialect_pysqlite,), methods)
+
+
+DefinedFirst = runs_statements_itself("DefinedFirst")  # exists before the plugin starts
 
 
 class Traced:
@@ -726,21 +737,11 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.default import DefaultDialect
 
-from conftest import TRACED, DefinedFirst, WrappedByATool
+from conftest import TRACED, DefinedFirst, WrappedByATool, runs_statements_itself
 from pytest_noplusone import capture_queries
 
-
-class DefinedLater(DefinedFirst.__base__):
-    """Created after the plugin started (its module is collected then); no super() either."""
-
-    def do_execute(self, cursor, statement, parameters, context=None):
-        cursor.execute(statement, parameters)
-
-    def do_executemany(self, cursor, statement, parameters, context=None):
-        cursor.executemany(statement, parameters)
-
-    def do_execute_no_params(self, cursor, statement, context=None):
-        cursor.execute(statement)
+# Created after the plugin started: this module is collected then.
+DefinedLater = runs_statements_itself("DefinedLater", __name__)
 
 
 class CallsSuper(SQLiteDialect_pysqlite):
