@@ -297,15 +297,18 @@ def _add(load: LazyLoad, errors: Iterable[BaseException | None]) -> None:
             violation.errors.extend(error for error in errors if error is not None)
 
 
+def _touched(frame: FrameType | None) -> tuple[Location, ...]:
+    """The user's frames that touched an attribute, from ``frame`` outwards, innermost first."""
+    return tuple(Location(*user) for user in capture._user_frames(frame)[:_CALL_SITE])
+
+
 def record(prop: Any, state: Any, error: BaseException) -> None:
     """Called by the forced loader's guard when a lazy load raised."""
     try:
         found = _cause(error)
         if found is None:
             return
-        frames = capture._user_frames(sys._getframe(2))
-        touched = tuple(Location(*frame) for frame in frames[:_CALL_SITE])
-        _add(_describe(prop, state, found[0], touched), [error])
+        _add(_describe(prop, state, found[0], _touched(sys._getframe(2))), [error])
     except Exception:  # never replace the user's error with ours
         pass
 
@@ -377,8 +380,7 @@ def _loader_failed(error: BaseException) -> None:
         token = getattr(loader.f_locals["self"], "parent_token", None)
         if token is None or not hasattr(token, "parent"):
             return
-        frames = capture._user_frames(loader.f_back)
-        touched = tuple(Location(*user) for user in frames[:_CALL_SITE])
+        touched = _touched(loader.f_back)
         load = _describe(token, loader.f_locals.get("state"), "missing_greenlet", touched)
         _add(load, [error] if error is original else [error, original])
     except Exception:  # a guest in the user's load: never replace its error with ours
