@@ -802,7 +802,7 @@ def _dialect_subclass_created(cls: type[Dialect], /, **kwargs: Any) -> None:
     else:
         _init_subclass_before.__get__(None, cls)(**kwargs)
     with _lock:
-        if _hooked:
+        if _users:  # not when the hooks came out while this class was being made
             _hook_class(cls)
 
 
