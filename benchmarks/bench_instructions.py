@@ -33,15 +33,12 @@ SCHEMA = "noplusone_bench"
 def child(variant: str, statements: int, pad: int, url: str) -> None:
     """The measured process: ``pad`` objects first, then the imports and the loop."""
     layout = [object() for _ in range(pad)]
-    from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, text
+    from bench_statement import items, metadata  # the same table (this script's directory)
+    from sqlalchemy import bindparam, select, text
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
     from pytest_noplusone import capture, diagnosis
 
-    metadata = MetaData()
-    items = Table(
-        "items", metadata, Column("id", Integer, primary_key=True), Column("name", String)
-    )
     query = select(items.c.name).where(items.c.id == bindparam("id"))
 
     async def main() -> None:
