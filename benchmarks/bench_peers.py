@@ -2,8 +2,9 @@
 
 Every variant runs the same generated suite with only one plugin active (the others disabled
 with ``-p no:NAME``), alternating with a run that has none, and prints each plugin's median
-wall-time and CPU-time ratios; ``--callgrind N`` adds the median ratio of CPU instructions over
-hash seeds 0..N-1 (``valgrind`` needed; see bench_suite.py). Each peer is configured to count
+wall-time and CPU-time ratios. Each round runs every variant in the next memory layout of
+``layouts.py``; ``--callgrind N`` adds the median ratio of CPU instructions over the first N
+layouts (``valgrind`` needed; see bench_suite.py). Each peer is configured to count
 every statement without failing the suite:
 
 * pytest-noplusone: defaults (counting, locations, fingerprints, N+1 detection; the generated
@@ -27,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from bench_suite import generate, instructions, run_once
+from layouts import LAYOUTS
 
 PLUGINS = {
     "noplusone": [],
@@ -42,8 +44,10 @@ def main() -> None:
     parser.add_argument("--statements", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="sync-pysqlite-memory,aiosqlite")
-    parser.add_argument("--callgrind", type=int, default=0, metavar="SEEDS")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="LAYOUTS")
     args = parser.parse_args()
+    if not 0 <= args.callgrind <= len(LAYOUTS):
+        parser.error(f"--callgrind takes 0 to {len(LAYOUTS)} layouts")
     installed = {entry.name for entry in importlib.metadata.entry_points(group="pytest11")}
     plugins = {name: options for name, options in PLUGINS.items() if name in installed}
     missing = sorted(set(PLUGINS) - set(plugins))
@@ -65,10 +69,11 @@ def main() -> None:
             run_once(directory, url, none)  # warm caches
             baseline: list[tuple[float, float]] = []
             timings: dict[str, list[tuple[float, float]]] = {name: [] for name in plugins}
-            for _ in range(args.rounds):
-                baseline.append(run_once(directory, url, none))
+            for round_ in range(args.rounds):
+                layout = LAYOUTS[round_ % len(LAYOUTS)]
+                baseline.append(run_once(directory, url, none, layout))
                 for name, options in variants.items():
-                    timings[name].append(run_once(directory, url, options))
+                    timings[name].append(run_once(directory, url, options, layout))
             for kind, index in (("wall", 0), ("cpu", 1)):
                 base = statistics.median(run[index] for run in baseline)
                 cells = "   ".join(
@@ -77,10 +82,10 @@ def main() -> None:
                 )
                 print(f"{backend:<22} {kind:<4} none {base:6.2f} s   {cells}", flush=True)
             ratios: dict[str, list[float]] = {name: [] for name in plugins}
-            for seed in range(args.callgrind):
-                base_count = instructions(directory, url, none, seed)
+            for number in range(args.callgrind):
+                base_count = instructions(directory, url, none, number)
                 for name, options in variants.items():
-                    ratios[name].append(instructions(directory, url, options, seed) / base_count)
+                    ratios[name].append(instructions(directory, url, options, number) / base_count)
             if args.callgrind:
                 cells = "   ".join(
                     f"{name} {statistics.median(values):5.3f}" for name, values in ratios.items()

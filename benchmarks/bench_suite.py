@@ -11,10 +11,15 @@ plugin over the run without it next to it), which cancels slow drift in the mach
 and from 4 rounds on the quartiles of those per-round ratios, which show how much a single
 round's ratio varies on this machine.
 
+Each round runs both variants in the next of the memory layouts of ``layouts.py`` (objects and
+classes made before pytest starts), so that the medians cover several draws of CPython's type
+attribute cache instead of the one hand a plain process deals (see that module: one hand moves
+the result by more than the plugin's own work does).
+
 ``--callgrind N`` adds a count that does not depend on the machine's load: each variant runs
-once per hash seed 0..N-1 under ``valgrind --tool=callgrind``, and the median ratio of CPU
-instructions executed is printed (string hashes change dict layouts, hence several seeds).
-Usage:
+once in each of the first N layouts (with ``PYTHONHASHSEED`` set to the layout's number) under
+``valgrind --tool=callgrind``; the ratio of CPU instructions executed is printed per layout,
+with their median and mean. Usage:
 
     python benchmarks/bench_suite.py [--tests 200] [--statements 100] [--rounds 5]
                                      [--callgrind 3]
@@ -34,6 +39,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from layouts import LAYOUTS, Layout, boot
 
 INI = """
 [pytest]
@@ -139,8 +146,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _pytest(options: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *options]
+def _pytest(options: list[str], layout: Layout) -> list[str]:
+    return [sys.executable, "-c", boot(layout), "-q", "-p", "no:cacheprovider", "-x", *options]
 
 
 def _environment(url: str) -> dict[str, str]:
@@ -152,9 +159,11 @@ def _environment(url: str) -> dict[str, str]:
     return env
 
 
-def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, float]:
+def run_once(
+    directory: Path, url: str, options: list[str], layout: Layout = LAYOUTS[0]
+) -> tuple[float, float]:
     """One pytest run with extra command-line ``options``; its wall and CPU times in seconds."""
-    command, env = _pytest(options), _environment(url)
+    command, env = _pytest(options, layout), _environment(url)
     cpu, start = _children_cpu(), time.perf_counter()
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
     elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
@@ -163,11 +172,16 @@ def run_once(directory: Path, url: str, options: list[str]) -> tuple[float, floa
     return elapsed, cpu
 
 
-def instructions(directory: Path, url: str, options: list[str], seed: int) -> int:
-    """CPU instructions of one pytest run under callgrind, with ``PYTHONHASHSEED=seed``."""
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *_pytest(options)]
+def instructions(directory: Path, url: str, options: list[str], number: int) -> int:
+    """CPU instructions of one pytest run under callgrind, in layout ``number``."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        *_pytest(options, LAYOUTS[number]),
+    ]
     env = _environment(url)
-    env["PYTHONHASHSEED"] = str(seed)
+    env["PYTHONHASHSEED"] = str(number)
     result = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
@@ -179,14 +193,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--statements", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="0: only --callgrind")
     parser.add_argument(
         "--backends", default="sync-pysqlite-memory,aiosqlite,asyncpg", help="comma-separated"
     )
-    parser.add_argument("--callgrind", type=int, default=0, metavar="SEEDS")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="LAYOUTS")
     args = parser.parse_args()
     if args.callgrind and shutil.which("valgrind") is None:
         parser.error("--callgrind needs valgrind on PATH")
+    if not 0 <= args.callgrind <= len(LAYOUTS):
+        parser.error(f"--callgrind takes 0 to {len(LAYOUTS)} layouts")
     wanted = set(args.backends.split(","))
     backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
     if os.environ.get("NOPLUSONE_PG_URL"):
@@ -199,14 +215,15 @@ def main() -> None:
             run_once(directory, url, [])  # warm the file system and bytecode caches
             on, off = [], []
             for round_ in range(args.rounds):
+                layout = LAYOUTS[round_ % len(LAYOUTS)]
                 # ABBA: which variant runs first alternates, so that a drift in the machine's
                 # speed (seen: several percent within a minute) does not favour one of them.
                 if round_ % 2:
-                    on.append(run_once(directory, url, []))
-                off.append(run_once(directory, url, ["-p", "no:noplusone"]))
+                    on.append(run_once(directory, url, [], layout))
+                off.append(run_once(directory, url, ["-p", "no:noplusone"], layout))
                 if not round_ % 2:
-                    on.append(run_once(directory, url, []))
-            for kind, index in (("wall", 0), ("cpu", 1)):
+                    on.append(run_once(directory, url, [], layout))
+            for kind, index in (("wall", 0), ("cpu", 1)) if args.rounds else ():
                 with_plugin = statistics.median(run[index] for run in on)
                 without = statistics.median(run[index] for run in off)
                 pairs = [a[index] / b[index] for a, b in zip(on, off, strict=True)]
@@ -223,14 +240,16 @@ def main() -> None:
                     flush=True,
                 )
             ratios = []
-            for seed in range(args.callgrind):
-                without_count = instructions(directory, url, ["-p", "no:noplusone"], seed)
-                ratios.append(instructions(directory, url, [], seed) / without_count)
+            for number in range(args.callgrind):
+                without_count = instructions(directory, url, ["-p", "no:noplusone"], number)
+                ratios.append(instructions(directory, url, [], number) / without_count)
             if ratios:
-                shown = " ".join(f"{ratio:5.3f}" for ratio in ratios)
+                shown = " ".join(
+                    f"{LAYOUTS[number]}: {ratio:5.3f}" for number, ratio in enumerate(ratios)
+                )
                 print(
-                    f"{backend:<22} instructions ratio {statistics.median(ratios):5.3f} "
-                    f"(seeds 0-{args.callgrind - 1}: {shown})",
+                    f"{backend:<22} instructions ratio median {statistics.median(ratios):5.3f} "
+                    f"mean {statistics.mean(ratios):5.3f} (layouts {shown})",
                     flush=True,
                 )
 
