@@ -6,13 +6,14 @@ cost of one statement, without the process's start-up. The plugin variant record
 body's window (``QueryLog(keep=0)``, what the plugin opens for every test) with lazy-load
 diagnosis installed, as in a test; the other variant has nothing of the plugin's installed.
 
-CPython's type attribute cache makes the count depend on where the interpreter's strings lie,
-by several thousand instructions per statement, so each variant runs in several layouts (a list
-of ``PAD`` objects allocated before the imports, and ``PYTHONHASHSEED=PAD``) and the mean and
-median of the per-layout differences are reported. Uses PostgreSQL through asyncpg when
-``NOPLUSONE_PG_URL`` is set, else aiosqlite. Usage:
+CPython's type attribute cache makes the count depend on where the interpreter's strings lie
+and on the order classes get their version tags, by several thousand instructions per
+statement, so each variant runs in several of the layouts of ``layouts.py`` (set up before the
+imports, with ``PYTHONHASHSEED`` set to the layout's number) and the mean and median of the
+per-layout differences are reported. Uses PostgreSQL through asyncpg when ``NOPLUSONE_PG_URL``
+is set, else aiosqlite. Usage:
 
-    python benchmarks/bench_instructions.py [--pads 0,700,1500,2600,3300,4100]
+    python benchmarks/bench_instructions.py [--layouts 6]
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ import subprocess
 import sys
 import tempfile
 
+from layouts import LAYOUTS, layout_count, padding
+
 SCHEMA = "noplusone_bench"
 
 
-def child(variant: str, statements: int, pad: int, url: str) -> None:
-    """The measured process: ``pad`` objects first, then the imports and the loop."""
-    layout = [object() for _ in range(pad)]
+def child(variant: str, statements: int, number: int, url: str) -> None:
+    """The measured process: layout ``number`` first, then the imports and the loop."""
+    layout: dict[str, object] = {}
+    exec(padding(LAYOUTS[number]), layout)
     from bench_statement import items, metadata  # the same table (this script's directory)
     from sqlalchemy import bindparam, select, text
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -68,7 +72,7 @@ def child(variant: str, statements: int, pad: int, url: str) -> None:
     del layout
 
 
-def instructions(variant: str, statements: int, pad: int, url: str) -> int:
+def instructions(variant: str, statements: int, number: int, url: str) -> int:
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -78,31 +82,35 @@ def instructions(variant: str, statements: int, pad: int, url: str) -> int:
         "--child",
         variant,
         str(statements),
-        str(pad),
+        str(number),
         url,
     ]
-    env = {**os.environ, "PYTHONHASHSEED": str(pad)}
+    env = {**os.environ, "PYTHONHASHSEED": str(number)}
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({variant}, pad {pad})\n{result.stderr[-3000:]}")
+        raise SystemExit(
+            f"callgrind run failed ({variant}, layout {LAYOUTS[number]})\n{result.stderr[-3000:]}"
+        )
     return int(found.group(1))
 
 
-def per_statement(variant: str, pad: int, url: str) -> float:
-    return (instructions(variant, 600, pad, url) - instructions(variant, 100, pad, url)) / 500
+def per_statement(variant: str, number: int, url: str) -> float:
+    return (instructions(variant, 600, number, url) - instructions(variant, 100, number, url)) / 500
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        variant, statements, pad, url = sys.argv[2:6]
-        child(variant, int(statements), int(pad), url)
+        variant, statements, number, url = sys.argv[2:6]
+        child(variant, int(statements), int(number), url)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pads", default="0,700,1500,2600,3300,4100")
+    parser.add_argument("--layouts", type=layout_count, default=len(LAYOUTS))
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind on PATH")
+    if args.layouts == 0:
+        parser.error("--layouts: takes at least 1 layout")
     url = os.environ.get("NOPLUSONE_PG_URL", "")
     directory = None
     if not url:
@@ -110,13 +118,13 @@ def main() -> None:
         url = f"sqlite+aiosqlite:///{directory}/bench.sqlite3"
     print(f"{url.split('://')[0]}: instructions per statement (600 minus 100 statements, / 500)")
     added = []
-    for pad in (int(value) for value in args.pads.split(",")):
-        without = per_statement("none", pad, url)
-        with_plugin = per_statement("plugin", pad, url)
+    for number in range(args.layouts):
+        without = per_statement("none", number, url)
+        with_plugin = per_statement("plugin", number, url)
         added.append(with_plugin - without)
         print(
-            f"  layout {pad:>5}: without {without:9.0f}   with the plugin {with_plugin:9.0f}"
-            f"   added {with_plugin - without:7.0f}"
+            f"  layout {LAYOUTS[number]!s:>9}: without {without:9.0f}"
+            f"   with the plugin {with_plugin:9.0f}   added {with_plugin - without:7.0f}"
         )
     # The median too: one run in a layout can be off by tens of thousands (seen once).
     print(

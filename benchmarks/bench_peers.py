@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from bench_suite import generate, instructions, run_once
-from layouts import LAYOUTS
+from layouts import LAYOUTS, layout_count
 
 PLUGINS = {
     "noplusone": [],
@@ -44,10 +44,8 @@ def main() -> None:
     parser.add_argument("--statements", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="sync-pysqlite-memory,aiosqlite")
-    parser.add_argument("--callgrind", type=int, default=0, metavar="LAYOUTS")
+    parser.add_argument("--callgrind", type=layout_count, default=0, metavar="LAYOUTS")
     args = parser.parse_args()
-    if not 0 <= args.callgrind <= len(LAYOUTS):
-        parser.error(f"--callgrind takes 0 to {len(LAYOUTS)} layouts")
     installed = {entry.name for entry in importlib.metadata.entry_points(group="pytest11")}
     plugins = {name: options for name, options in PLUGINS.items() if name in installed}
     missing = sorted(set(PLUGINS) - set(plugins))

@@ -40,7 +40,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from layouts import LAYOUTS, Layout, boot
+from layouts import LAYOUTS, Layout, boot, layout_count
 
 INI = """
 [pytest]
@@ -197,12 +197,10 @@ def main() -> None:
     parser.add_argument(
         "--backends", default="sync-pysqlite-memory,aiosqlite,asyncpg", help="comma-separated"
     )
-    parser.add_argument("--callgrind", type=int, default=0, metavar="LAYOUTS")
+    parser.add_argument("--callgrind", type=layout_count, default=0, metavar="LAYOUTS")
     args = parser.parse_args()
     if args.callgrind and shutil.which("valgrind") is None:
         parser.error("--callgrind needs valgrind on PATH")
-    if not 0 <= args.callgrind <= len(LAYOUTS):
-        parser.error(f"--callgrind takes 0 to {len(LAYOUTS)} layouts")
     wanted = set(args.backends.split(","))
     backends = {"sync-pysqlite-memory": "", "aiosqlite": "sqlite+aiosqlite://"}
     if os.environ.get("NOPLUSONE_PG_URL"):

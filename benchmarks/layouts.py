@@ -14,6 +14,7 @@ before anything is imported.
 
 from __future__ import annotations
 
+import argparse
 from typing import NamedTuple
 
 
@@ -38,11 +39,25 @@ LAYOUTS = (
 )
 
 
-def boot(layout: Layout) -> str:
-    """Source for ``python -c`` that sets up ``layout`` and then runs pytest on ``sys.argv``."""
+def padding(layout: Layout) -> str:
+    """Source that sets up ``layout``: run it first, and keep its namespace alive."""
     return (
         f"_objects = [object() for _ in range({layout.objects})]\n"
         f"_tags = [getattr(type('Pad', (), {{}}), 'x', None) for _ in range({layout.classes})]\n"
-        "import pytest\n"
-        "raise SystemExit(pytest.main())\n"
     )
+
+
+def boot(layout: Layout) -> str:
+    """Source for ``python -c`` that sets up ``layout`` and then runs pytest on ``sys.argv``."""
+    return padding(layout) + "import pytest\nraise SystemExit(pytest.main())\n"
+
+
+def layout_count(text: str) -> int:
+    """An argparse ``type``: how many of ``LAYOUTS`` to run (0 to all of them)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= len(LAYOUTS):
+        raise argparse.ArgumentTypeError(f"takes 0 to {len(LAYOUTS)} layouts, not {text!r}")
+    return count
