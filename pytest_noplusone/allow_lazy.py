@@ -8,7 +8,7 @@ The guards of ``enforcement`` consult ``permits``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
@@ -56,10 +56,13 @@ def patterns_from_ini(lines: Iterable[str]) -> frozenset[Pattern]:
     return frozenset(patterns)
 
 
-def marker_allowance(item: pytest.Item) -> frozenset[Pattern] | None:
-    """What ``@pytest.mark.allow_lazy`` allows for ``item``: ``None`` is everything."""
+def marker_allowance(markers: Sequence[pytest.Mark]) -> frozenset[Pattern] | None:
+    """What a test's ``@pytest.mark.allow_lazy`` markers (closest first) allow: ``None`` is
+    everything."""
+    if not markers:
+        return frozenset()
     patterns: set[Pattern] = set()
-    for marker in item.iter_markers("allow_lazy"):
+    for marker in markers:
         if not marker.args and not marker.kwargs:
             return None
         try:

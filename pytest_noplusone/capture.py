@@ -18,9 +18,8 @@ import sysconfig
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import greenlet
 import sqlalchemy
@@ -112,8 +111,7 @@ def set_root(path: str | os.PathLike[str]) -> None:
     _root = os.fspath(path)
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     """A line of the user's code: ``path:line in function``."""
 
     filename: str

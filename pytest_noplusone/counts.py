@@ -8,9 +8,8 @@ import secrets
 import stat
 from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "VERSION",
@@ -38,8 +37,7 @@ class CountsFileError(Exception):
         self.missing = missing
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One test's counts in a baseline or report file."""
 
     queries: int
@@ -50,8 +48,7 @@ class Entry:
         return {"queries": self.queries, "fingerprints": dict(sorted(self.fingerprints.items()))}
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One test's count against the baseline; ``old`` is None for a test new to it."""
 
     nodeid: str

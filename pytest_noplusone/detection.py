@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -213,9 +212,15 @@ _READS = ("select", "with", "(select", "values")
 _PAGED = re.compile(r"\b(?:limit|offset|fetch (?:first|next)|top)\b")
 
 
-@dataclass(frozen=True)
+_FINDING_FIELDS = ("kind", "count", "distinct", "fingerprint", "sql", "call_site", "relationship")
+
+
 class Finding:
-    """One N+1 pattern in a test body."""
+    """One N+1 pattern in a test body (immutable; equal when all its fields are)."""
+
+    # A plain class rather than a dataclass or a NamedTuple: creating a dataclass costs about a
+    # millisecond at import (every run pays it), and a NamedTuple cannot have a ``count``.
+    __slots__ = ("call_site", "count", "distinct", "fingerprint", "kind", "relationship", "sql")
 
     kind: str  # LAZY_LOAD, LOOP or REPEAT
     count: int  # the statements of the pattern
@@ -223,7 +228,42 @@ class Finding:
     fingerprint: str
     sql: str  # the first statement, as sent
     call_site: tuple[Location, ...]
-    relationship: str | None = None  # "User.posts" for LAZY_LOAD
+    relationship: str | None  # "User.posts" for LAZY_LOAD
+
+    def __init__(
+        self,
+        kind: str,
+        count: int,
+        distinct: int,
+        fingerprint: str,
+        sql: str,
+        call_site: tuple[Location, ...],
+        relationship: str | None = None,
+    ) -> None:
+        values = (kind, count, distinct, fingerprint, sql, call_site, relationship)
+        for name, value in zip(_FINDING_FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _FINDING_FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Finding is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Finding is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Finding):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FINDING_FIELDS)
+        return f"Finding({shown})"
 
     @property
     def label(self) -> str:
@@ -286,15 +326,19 @@ def find(log: QueryLog, threshold: int) -> list[Finding]:
     return [finding for _, finding in findings(log, threshold)]
 
 
-@dataclass
 class Allowance:
     """What ``@pytest.mark.allow_nplusone`` allows in one test."""
 
-    everything: bool = False
-    entries: tuple[str, ...] = ()
-    #: True when a bare marker sits on the test function itself (not a class or module).
-    own_bare: bool = False
-    used: set[str] = field(default_factory=set)
+    __slots__ = ("entries", "everything", "own_bare", "used")
+
+    def __init__(
+        self, everything: bool = False, entries: tuple[str, ...] = (), own_bare: bool = False
+    ) -> None:
+        self.everything = everything
+        self.entries = entries
+        #: True when a bare marker sits on the test function itself (not a class or module).
+        self.own_bare = own_bare
+        self.used: set[str] = set()
 
     def allows(self, finding: Finding) -> bool:
         """Whether the finding is allowed; records which entries matched."""
@@ -336,8 +380,7 @@ def _call(mark: pytest.Mark) -> str:
     return f"{mark.name}({', '.join(shown)})"
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """The findings of one test: those that count, and the allow entries that matched none."""
 
     findings: list[Finding]
@@ -347,7 +390,8 @@ class Outcome:
 
 def check(log: QueryLog, threshold: int, allow: Allowance | None) -> Outcome:
     """Apply the N+1 rules to a test body's log, then the test's allowance."""
-    findings = find(log, threshold)
+    # A finding is a shape run at least ``threshold`` times: most tests run fewer statements.
+    findings = find(log, threshold) if log.count >= threshold else []
     if allow is None:
         return Outcome(findings, [], [])
     kept: list[Finding] = []

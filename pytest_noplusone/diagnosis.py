@@ -23,9 +23,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -72,8 +71,7 @@ def relationship_kind(prop: Any) -> str:
     return "relationship"
 
 
-@dataclass(frozen=True)
-class LazyLoad:
+class LazyLoad(NamedTuple):
     """One lazy load that failed: what, why, where."""
 
     #: ``Model.attr`` as SQLAlchemy names it (the class that maps the attribute).
@@ -259,15 +257,20 @@ def _find_relationship(class_name: str, key: str) -> Any:
 # -- violations recorded as they happen --------------------------------------------------------
 
 
-@dataclass
 class Violation:
     """A lazy load that failed during the current test, however it was handled."""
 
-    load: LazyLoad
-    #: The errors raised (a few per failure: SQLAlchemy 2.1 wraps MissingGreenlet).
-    errors: list[BaseException]
-    #: How many times it failed.
-    count: int = 0
+    __slots__ = ("count", "errors", "load")
+
+    def __init__(self, load: LazyLoad, errors: list[BaseException], count: int = 0) -> None:
+        self.load = load
+        #: The errors raised (a few per failure: SQLAlchemy 2.1 wraps MissingGreenlet).
+        self.errors = errors
+        #: How many times it failed.
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"Violation(load={self.load!r}, errors={self.errors!r}, count={self.count!r})"
 
 
 _lock = threading.Lock()
@@ -277,8 +280,9 @@ _MAX_ERRORS = 100
 
 def begin_test() -> None:
     """Forget the violations of the previous test."""
-    with _lock:
-        _violations.clear()
+    if _violations:  # most tests have none: no lock to take
+        with _lock:
+            _violations.clear()
 
 
 def violations() -> list[Violation]:

@@ -19,8 +19,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import greenlet
 from sqlalchemy import event, exc
@@ -153,15 +152,21 @@ def names_of(prop: Any, hierarchy: tuple[Any, ...] | None = None) -> tuple[Patte
     return tuple((mapper.class_.__name__, key) for mapper in hierarchy or _hierarchy(prop))
 
 
-@dataclass(eq=False)
 class _Record:
-    prop: Any
-    lazy: Any
-    strategy_key: Any
-    strategy: Any
-    forced: Any
-    owns_default: bool
-    impls: list[tuple[Any, Any, _Guard]] = field(default_factory=list)
+    """One forced relationship: what it was mapped with, and what was put in its place."""
+
+    __slots__ = ("forced", "impls", "lazy", "owns_default", "prop", "strategy", "strategy_key")
+
+    def __init__(
+        self, prop: Any, lazy: Any, strategy_key: Any, strategy: Any, forced: Any, owns: bool
+    ) -> None:
+        self.prop = prop
+        self.lazy = lazy
+        self.strategy_key = strategy_key
+        self.strategy = strategy
+        self.forced = forced
+        self.owns_default = owns
+        self.impls: list[tuple[Any, Any, _Guard]] = []
 
 
 def _all_mappers() -> Iterator[Any]:
@@ -373,8 +378,7 @@ def unmatched(patterns: Iterable[Pattern], names: set[Pattern] | None = None) ->
 # -- audit ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     """A relationship that relies on implicit lazy loading."""
 
     name: str

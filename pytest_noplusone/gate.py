@@ -10,25 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pytest
 
 from . import messages
 from .capture import QueryLog
-from .counts import (
-    Change,
-    CountsFileError,
-    Entry,
-    compare,
-    dumps,
-    grown,
-    load_counts,
-    write_atomic,
-)
 from .settings import Settings
+
+if TYPE_CHECKING:  # imported where a baseline or report is used: most runs have neither
+    from .counts import Change, Entry
 
 __all__ = ["Gate", "attach", "finding_record", "per_test_record"]
 
@@ -120,27 +112,26 @@ def attach(
 # --- the session -------------------------------------------------------------------------
 
 
-@dataclass
-class _Test:
+class _Test(NamedTuple):
     record: dict[str, Any]
     outcome: str
     file: str
     line: int | None
 
 
-@dataclass
 class Gate:
     """The session's gate: the baseline it compares with and the tests it has seen."""
 
-    settings: Settings
-    rootpath: Path
-    controller: bool
-    baseline: dict[str, Entry] | None = None
-    tests: dict[str, _Test] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    unreported: list[Change] = field(default_factory=list)
-    finished: bool = False
+    def __init__(self, settings: Settings, rootpath: Path, *, controller: bool) -> None:
+        self.settings = settings
+        self.rootpath = rootpath
+        self.controller = controller
+        self.baseline: dict[str, Entry] | None = None
+        self.tests: dict[str, _Test] = {}
+        self.changes: list[Change] = []
+        self.errors: list[str] = []
+        self.unreported: list[Change] = []
+        self.finished = False
 
     @classmethod
     def configure(cls, config: pytest.Config, settings: Settings) -> Gate:
@@ -152,6 +143,8 @@ class Gate:
         if path is not None and settings.report is not None and _same(path, settings.report):
             raise pytest.UsageError(messages.report_is_baseline(path))
         if path is not None:
+            from .counts import CountsFileError, load_counts
+
             try:
                 gate.baseline = load_counts(path)
             except CountsFileError as error:
@@ -179,6 +172,8 @@ class Gate:
         entry = self.baseline.get(nodeid)
         if entry is None or log.count <= entry.queries:
             return None
+        from .counts import grown
+
         rows = grown(entry.fingerprints, log.fingerprints)
         fingerprints = {row[0] for row in rows}
         shapes = [
@@ -217,6 +212,13 @@ class Gate:
             session.testsfailed += 1
 
     def _finish(self, session: pytest.Session) -> None:
+        if self.baseline is not None or self.settings.report is not None:
+            self._compare_and_write(session)
+        self._github_step_summary()
+
+    def _compare_and_write(self, session: pytest.Session) -> None:
+        from .counts import Entry, compare, dumps
+
         measured = {
             nodeid: Entry(test.record["queries"], test.record["fingerprints"])
             for nodeid, test in self.tests.items()
@@ -238,9 +240,10 @@ class Gate:
             self._write(self.settings.report, dumps(self.totals(), self._report_tests()))
         if self.settings.update_baseline and self.settings.baseline is not None:
             self._write_baseline(self.settings.baseline, measured)
-        self._github_step_summary()
 
     def _write(self, path: Path, text: str) -> None:
+        from .counts import write_atomic
+
         try:
             write_atomic(path, text)
         except OSError as error:
@@ -255,6 +258,8 @@ class Gate:
             "queries": sum(entry.queries for entry in merged.values()),
             "tests": len(merged),
         }
+        from .counts import dumps
+
         text = dumps(totals, tests)
         with suppress(OSError):
             if path.read_text(encoding="utf-8") == text:

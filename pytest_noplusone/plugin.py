@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -35,8 +34,7 @@ ini_allow_lazy_key = pytest.StashKey[frozenset[allow_lazy.Pattern]]()
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(NamedTuple):
     """A test's query budget: ``kind`` is "at most" or "exactly"."""
 
     kind: str
@@ -146,11 +144,9 @@ def _call(name: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> 
     return f"{name}({', '.join(shown)})"
 
 
-def _budget(item: pytest.Item, default: int | None) -> Budget | None:
-    for marker in item.iter_markers():
-        kind = _BUDGET_MARKERS.get(marker.name)
-        if kind is None:
-            continue
+def _budget(marker: pytest.Mark | None, default: int | None) -> Budget | None:
+    """The budget of ``marker`` (the closest budget marker), else the ini's default."""
+    if marker is not None:
         args, kwargs = marker.args, marker.kwargs
         value = args[0] if len(args) == 1 and not kwargs else None
         if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -162,25 +158,46 @@ def _budget(item: pytest.Item, default: int | None) -> Budget | None:
                 ),
                 pytrace=False,
             )
-        return Budget(kind, value, f"@pytest.mark.{marker.name}")
+        return Budget(_BUDGET_MARKERS[marker.name], value, f"@pytest.mark.{marker.name}")
     if default is not None:
         return Budget("at most", default, "noplusone_max_queries")
     return None
 
 
+class _Marks:
+    """The item's markers this plugin reads, from one walk over them (closest first)."""
+
+    __slots__ = ("allow_lazy", "allow_nplusone", "budget")
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.budget: pytest.Mark | None = None
+        self.allow_lazy: list[pytest.Mark] = []
+        self.allow_nplusone: list[tuple[pytest.Mark, bool]] = []
+        for node, mark in item.iter_markers_with_node():
+            name = mark.name
+            if name == "allow_nplusone":
+                self.allow_nplusone.append((mark, node is item))
+            elif name == "allow_lazy":
+                self.allow_lazy.append(mark)
+            elif self.budget is None and name in _BUDGET_MARKERS:
+                self.budget = mark
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[log_key] = QueryLog(keep=0)  # the fixture keeps statements (noplusone_queries)
+    stash = item.stash
+    stash[log_key] = QueryLog(keep=0)  # the fixture keeps statements (noplusone_queries)
     if _orm(item.config):
         from . import diagnosis
 
         diagnosis.begin_test()
-    _allow_lazy(item)
-    item.stash[budget_key] = None
-    item.stash[budget_key] = _budget(item, item.config.stash[settings_key].max_queries)
-    item.stash[findings_key] = []
-    item.stash[allow_key] = None
-    item.stash[allow_key] = _allow(item)
+    marks = _Marks(item)
+    _allow_lazy(item, marks.allow_lazy)
+    stash[budget_key] = None
+    stash[budget_key] = _budget(marks.budget, item.config.stash[settings_key].max_queries)
+    stash[findings_key] = []
+    stash[allow_key] = None
+    stash[allow_key] = _allow(marks.allow_nplusone)
 
 
 def _unmatched(config: pytest.Config, patterns: frozenset[allow_lazy.Pattern]) -> list[str]:
@@ -197,8 +214,8 @@ def _unmatched(config: pytest.Config, patterns: frozenset[allow_lazy.Pattern]) -
     return [".".join(pattern) for pattern in enforcement.unmatched(patterns)]
 
 
-def _allow_lazy(item: pytest.Item) -> None:
-    allowed = allow_lazy.marker_allowance(item)
+def _allow_lazy(item: pytest.Item, markers: list[pytest.Mark]) -> None:
+    allowed = allow_lazy.marker_allowance(markers)
     for entry in _unmatched(item.config, allowed or frozenset()):
         item.warn(
             allow_lazy.AllowLazyWarning(
@@ -206,18 +223,6 @@ def _allow_lazy(item: pytest.Item) -> None:
             )
         )
     allow_lazy.start_test_allowance(allowed)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    finally:
-        allow_lazy.end_test_allowance()
-        # The report has what it needs: the statements (and their parameters) need not live
-        # until the session ends, where every garbage collection would walk them again.
-        if log_key in item.stash:
-            del item.stash[log_key]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -242,6 +247,8 @@ def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
         return []
     from . import diagnosis
 
+    if not diagnosis.violations():
+        return []
     hidden = diagnosis.swallowed(item.config.getini("python_files"))
     diagnosis.begin_test()  # reported here or never: makereport must not report them again
     if not hidden or item.config.stash[settings_key].enforce == "off":
@@ -249,8 +256,9 @@ def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
     return [messages.lazy_load_report(hidden, swallowed=True)]
 
 
-def _allow(item: pytest.Item) -> detection.Allowance | None:
-    marks = [(mark, node is item) for node, mark in item.iter_markers_with_node("allow_nplusone")]
+def _allow(marks: list[tuple[pytest.Mark, bool]]) -> detection.Allowance | None:
+    if not marks:
+        return None
     try:
         return detection.allowance(marks)
     except TypeError as error:
@@ -320,7 +328,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
+    try:
+        report = yield
+    finally:
+        if call.when == "teardown":
+            # The last phase: the teardown ran inside the test's allowance, and the report
+            # has what it needs, so the statements (and their parameters) need not live until
+            # the session ends, where every garbage collection would walk them again.
+            allow_lazy.end_test_allowance()
+            if log_key in item.stash:
+                del item.stash[log_key]
     if report.failed and call.excinfo is not None and orm_key in item.config.stash:
         from . import diagnosis
 

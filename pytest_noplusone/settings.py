@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -15,8 +15,7 @@ NPLUSONE_MODES = ("fail", "warn", "off")
 AWAITABLE_ATTRS_MODES = ("allow", "forbid")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The plugin's configuration for one session."""
 
     enforce: str = "raise_on_sql"

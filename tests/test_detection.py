@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from pytest_noplusone import capture_queries
+from pytest_noplusone import Finding, Location, capture_queries
 from pytest_noplusone.detection import LOOP, REPEAT, Allowance, check, find
 
 LOOPS = """
@@ -465,3 +465,31 @@ def test_allowance_entries_match_by_substring_or_sql_and_report_unused(conn: Con
     assert len(outcome.allowed) == 1
     assert outcome.unused == ["Item.nothing"]
     assert check(log, 2, Allowance(entries=("FROM other",))).findings != []
+
+
+@pytest.mark.allow_nplusone("from items where items.id")
+def test_a_finding_is_an_immutable_value(conn: Connection) -> None:
+    # Finding is a plain class (a dataclass cost a millisecond of every run's start-up): it must
+    # still behave as the frozen dataclass it replaced.
+    def one() -> Finding:
+        with capture_queries() as log:
+            for item_id in (1, 2):
+                _by_id(conn, item_id)
+        (finding,) = find(log, 2)
+        return finding
+
+    first, second = one(), one()
+    assert first == second
+    assert hash(first) == hash(second)
+    assert first != "x"
+    assert first.kind == LOOP
+    assert first.count == 2
+    assert first.relationship is None
+    assert repr(first).startswith("Finding(kind='loop', count=2, distinct=2, fingerprint=")
+    with pytest.raises(AttributeError, match="cannot assign to field 'count'"):
+        first.count = 3
+    with pytest.raises(AttributeError, match="cannot delete field 'kind'"):
+        del first.kind
+    assert first.location == str(first.call_site[0])
+    assert isinstance(first.call_site[0], Location)
+    assert first.call_site[0].lineno > 0
