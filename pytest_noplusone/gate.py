@@ -29,9 +29,6 @@ REPORT_ATTRIBUTE = "noplusone"
 #: Rows listed per category in the terminal summary and the GitHub step summary.
 LISTED = 10
 
-complete_key = pytest.StashKey[bool]()
-
-
 class _Budget(Protocol):
     @property
     def kind(self) -> str: ...
@@ -99,9 +96,11 @@ def attach(
     log: QueryLog,
     budget: _Budget | None,
     findings: Sequence[object],
+    complete: bool,
 ) -> None:
-    """Put the test's data on its call-phase report and its JUnit properties on the item."""
-    record = per_test_record(log, budget, findings, complete=item.stash.get(complete_key, False))
+    """Put the test's data on its call-phase report and its JUnit properties on the item
+    (``complete``: whether the body ran to its end)."""
+    record = per_test_record(log, budget, findings, complete=complete)
     setattr(report, REPORT_ATTRIBUTE, record)
     # junitxml writes the teardown report's user_properties, copied from the item later on.
     item.user_properties.append(("noplusone_queries", log.count))

@@ -20,12 +20,10 @@ if TYPE_CHECKING:  # at run time imported with the ORM (_orm): a Core-only suite
 KEPT_PER_TEST = 1000
 
 settings_key = pytest.StashKey[settings.Settings]()
-log_key = pytest.StashKey[QueryLog]()
-budget_key = pytest.StashKey["Budget | None"]()
+#: What the plugin keeps for a test from its setup to its teardown (one entry: a stash read is
+#: a call, and a test made about thirty of them when each part had its own key).
+test_key = pytest.StashKey["_TestState"]()
 gate_key = pytest.StashKey[gate.Gate]()
-#: The N+1 findings of a test (not allowed ones), set after a passing body.
-findings_key = pytest.StashKey["list[detection.Finding]"]()
-allow_key = pytest.StashKey["detection.Allowance | None"]()
 enforcer_key = pytest.StashKey["enforcement.Enforcer | None"]()
 #: Set once enforcement and diagnosis run (the ORM is imported): see ``_orm``.
 orm_key = pytest.StashKey[bool]()
@@ -53,6 +51,21 @@ class Budget(NamedTuple):
 
 
 _BUDGET_MARKERS = {"max_queries": "at most", "num_queries": "exactly"}
+
+
+class _TestState:
+    """One test's log, budget, allowance and findings, kept in ``item.stash[test_key]``."""
+
+    __slots__ = ("allow", "budget", "complete", "findings", "log")
+
+    def __init__(self, log: QueryLog) -> None:
+        self.log = log
+        self.budget: Budget | None = None
+        self.allow: detection.Allowance | None = None
+        #: The N+1 findings of the test (not allowed ones), set after a passing body.
+        self.findings: list[detection.Finding] = []
+        #: Whether the body ran to its end (a baseline records only complete counts).
+        self.complete = False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -185,19 +198,16 @@ class _Marks:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    stash = item.stash
-    stash[log_key] = QueryLog(keep=0)  # the fixture keeps statements (noplusone_queries)
+    # The fixture keeps statements (noplusone_queries); a test's log keeps none.
+    state = item.stash[test_key] = _TestState(QueryLog(keep=0))
     if _orm(item.config):
         from . import diagnosis
 
         diagnosis.begin_test()
     marks = _Marks(item)
     _allow_lazy(item, marks.allow_lazy)
-    stash[budget_key] = None
-    stash[budget_key] = _budget(marks.budget, item.config.stash[settings_key].max_queries)
-    stash[findings_key] = []
-    stash[allow_key] = None
-    stash[allow_key] = _allow(marks.allow_nplusone)
+    state.budget = _budget(marks.budget, item.config.stash[settings_key].max_queries)
+    state.allow = _allow(marks.allow_nplusone)
 
 
 def _unmatched(config: pytest.Config, patterns: frozenset[allow_lazy.Pattern]) -> list[str]:
@@ -241,7 +251,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             raise pytest.UsageError(text) from None
 
 
-def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
+def _swallowed_lazy_loads(item: pytest.Item, config: settings.Settings) -> list[str]:
     """Lazy loads that failed during a passing test because something caught their error."""
     if orm_key not in item.config.stash:
         return []
@@ -251,7 +261,7 @@ def _swallowed_lazy_loads(item: pytest.Item) -> list[str]:
         return []
     hidden = diagnosis.swallowed(item.config.getini("python_files"))
     diagnosis.begin_test()  # reported here or never: makereport must not report them again
-    if not hidden or item.config.stash[settings_key].enforce == "off":
+    if not hidden or config.enforce == "off":
         return []
     return [messages.lazy_load_report(hidden, swallowed=True)]
 
@@ -267,13 +277,12 @@ def _allow(marks: list[tuple[pytest.Mark, bool]]) -> detection.Allowance | None:
     pytest.fail(messages.bad_marker_argument("allow_nplusone", signature, call), pytrace=False)
 
 
-def _nplusone(item: pytest.Item, log: QueryLog) -> list[str]:
+def _nplusone(item: pytest.Item, state: _TestState, config: settings.Settings) -> list[str]:
     """Apply the N+1 rules: failure texts in fail mode, warnings in warn mode."""
-    config = item.config.stash[settings_key]
     if config.nplusone == "off":
         return []
-    outcome = detection.check(log, config.threshold, item.stash.get(allow_key, None))
-    item.stash[findings_key] = outcome.findings
+    outcome = detection.check(state.log, config.threshold, state.allow)
+    state.findings = outcome.findings
     for entry in outcome.unused:
         item.warn(detection.UnusedAllowWarning(messages.unused_allow(item.nodeid, entry)))
     if config.nplusone == "warn":
@@ -285,10 +294,11 @@ def _nplusone(item: pytest.Item, log: QueryLog) -> list[str]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    log = item.stash.get(log_key, None)
-    if log is None:  # setup did not run through this plugin
+    state = item.stash.get(test_key, None)
+    if state is None:  # setup did not run through this plugin
         return (yield)
-    item.stash[gate.complete_key] = False
+    log, config = state.log, item.config.stash[settings_key]
+    state.complete = False
     if orm_key not in item.config.stash and _orm(item.config):
         # A fixture imported the ORM: this test's allowance is in place (allow_lazy), and its
         # violations start now (setup did not reset them: diagnosis was not running for it).
@@ -300,10 +310,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         result = yield
     finally:
         capture.close_window(log)
-    item.stash[gate.complete_key] = True
+    state.complete = True
     # Only reached when the body passed: a budget can never hide the test's own exception.
     problems: list[str] = []
-    budget = item.stash.get(budget_key, None)
+    budget = state.budget
     if budget is not None and budget.exceeded(log.count):
         problems.append(
             messages.budget_failure(
@@ -311,11 +321,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 budget.limit,
                 log,
                 raise_with=budget.raise_with(),
-                show_params=item.config.stash[settings_key].show_params,
+                show_params=config.show_params,
             )
         )
-    problems.extend(_nplusone(item, log))
-    problems.extend(_swallowed_lazy_loads(item))
+    problems.extend(_nplusone(item, state, config))
+    problems.extend(_swallowed_lazy_loads(item, config))
     regression = item.config.stash[gate_key].regression(item.nodeid, log)
     if regression is not None:
         problems.append(regression)
@@ -336,8 +346,8 @@ def pytest_runtest_makereport(
             # has what it needs, so the statements (and their parameters) need not live until
             # the session ends, where every garbage collection would walk them again.
             allow_lazy.end_test_allowance()
-            if log_key in item.stash:
-                del item.stash[log_key]
+            if test_key in item.stash:
+                del item.stash[test_key]
     if report.failed and call.excinfo is not None and orm_key in item.config.stash:
         from . import diagnosis
 
@@ -345,10 +355,9 @@ def pytest_runtest_makereport(
         explanation = diagnosis.explain_failure(call.excinfo.value, python_files)
         if explanation is not None:
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
-    log = item.stash.get(log_key, None)
-    if call.when == "call" and log is not None:
-        budget, findings = item.stash.get(budget_key, None), item.stash.get(findings_key, [])
-        gate.attach(item, report, log, budget, findings)
+    state = item.stash.get(test_key, None) if call.when == "call" else None
+    if state is not None:
+        gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
     return report
 
 
@@ -387,6 +396,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def noplusone_queries(request: pytest.FixtureRequest) -> QueryLog:
     """The live QueryLog of the current test body (fixture setup and teardown never count)."""
-    log: QueryLog = request.node.stash[log_key]
+    log: QueryLog = request.node.stash[test_key].log
     log._retain(KEPT_PER_TEST)  # before the body: the window has not opened yet
     return log
