@@ -1,9 +1,9 @@
 """Capture SQL round-trips from every Engine and attribute each to the user's line of code.
 
-Every dialect's ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` record each
-DB-API execution: hooks set in the dialect classes when the C walk is built, else listeners on
-the ``Engine`` *class*. Both see every sync engine and the ``sync_engine`` behind every
-``AsyncEngine``. They record into the open windows (``QueryLog`` objects); the windows are
+Listeners of the ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` dialect events
+on the ``Engine`` *class* record each DB-API execution: they see every sync engine and the
+``sync_engine`` behind every ``AsyncEngine``. They record into the open windows (``QueryLog``
+objects); the windows are
 process-wide, so queries made in other threads and tasks count too.
 """
 
@@ -17,7 +17,7 @@ import sys
 import sysconfig
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
@@ -25,7 +25,6 @@ import greenlet
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.engine.interfaces import Dialect
 
 from . import detection
 
@@ -245,8 +244,7 @@ _Raw = tuple[str, Any, bool, str, "Engine | None", _Site, "tuple[str, str, Any] 
 _SHAPE_KEY = operator.itemgetter(3, 5)
 
 
-#: Recorded statements a log holds before the listener folds them into its aggregates (a log
-#: that keeps no more statements: _SETTLE_BATCH, below).
+#: Recorded statements a log holds before the listener folds them into its aggregates.
 _BATCH = 256
 
 
@@ -265,38 +263,16 @@ class QueryLog:
         #: What the listener recorded and ``_fold`` has not counted yet. The listener only
         #: appends (atomic, so it takes no lock); every reader folds first.
         self._pending: list[_Raw] = []
-        #: Shapes done sampling, once the log keeps no more statements: the C listener counts
-        #: their statements here (site -> fingerprint -> count cell: 8 bytes, a native long
-        #: long) instead of recording them, and the fold adds these counts to the aggregates.
-        #: Only the fold adds entries.
-        self._settled: dict[_Site, dict[str, bytearray]] = {}
         #: How many pending statements make the listener fold (one cell, read without a lock).
         self._fold_at = [_BATCH]
         self._folding = threading.Lock()
-        self._set_fold_at()
 
     def _retain(self, keep: int) -> None:
         """Keep the first ``keep`` statements from now on (for a log made with fewer)."""
         self._fold()
         with self._folding:
             self._keep = keep
-            # Its statements are recorded again: the new limit may keep some of them.
-            self._add_settled(_drain(self._settled, True))
-            self._set_fold_at()
 
-    def _keeps_no_more(self) -> bool:
-        """Whether the log has kept all the statements it keeps (from then on, a shape done
-        sampling only needs counting)."""
-        return len(self._raw) >= self._keep
-
-    def _set_fold_at(self) -> None:
-        self._fold_at[0] = _SETTLE_BATCH if self._keeps_no_more() else _BATCH
-
-    def _add_settled(self, counts: list[tuple[str, _Site, int]]) -> None:
-        shapes = self._shapes
-        for fingerprint, site, count in counts:
-            shapes[fingerprint, site].count += count
-            self._count += count
 
     @property
     def count(self) -> int:
@@ -326,12 +302,10 @@ class QueryLog:
 
     def _fold(self) -> None:
         """Count the pending statements into the aggregates (any thread, any time)."""
-        pending, settled = self._pending, self._settled
-        if not pending and not settled:
+        pending = self._pending
+        if not pending:
             return
         with self._folding:
-            if settled:
-                self._add_settled(_drain(settled, False))
             if not pending:
                 return
             # Slicing and deleting are atomic: statements appended meanwhile stay pending.
@@ -355,13 +329,6 @@ class QueryLog:
                     stats.count += count
             if visit:
                 self._visit(batch, visit)
-            if _IN_PLACE and self._keeps_no_more():
-                # Counting is all that is left for the shapes done sampling: the C listener
-                # counts their next statements in place.
-                for fingerprint, site in counted:
-                    if not shapes[fingerprint, site].sampling():
-                        settled.setdefault(site, {}).setdefault(fingerprint, bytearray(_CELL))
-            self._set_fold_at()
 
     def _visit(self, batch: list[_Raw], visit: dict[tuple[str, _Site], int]) -> None:
         """Count the statements of the shapes in ``visit`` (shape -> its statements in the
@@ -417,9 +384,7 @@ _lock = threading.Lock()
 #: The open windows, as the listener reads them: (engine filter, pending list, log, settled
 #: shapes, fold threshold cell) each.
 #: Replaced, never changed in place, so the listener reads it without a lock.
-_Target = tuple[
-    "Engine | None", list[_Raw], "QueryLog", dict[_Site, dict[str, bytearray]], list[int]
-]
+_Target = tuple["Engine | None", list[_Raw], "QueryLog", list[int]]
 _targets: tuple[_Target, ...] = ()
 #: A statement's text (its compiled string) -> its fingerprint, or "" when it is not counted.
 _shapes: dict[str, str] = {}
@@ -434,8 +399,6 @@ def set_ignore(patterns: Sequence[re.Pattern[str]]) -> None:
     global _ignore
     _ignore = tuple(patterns)
     _shapes.clear()
-    if _c_site is not None:
-        _walk.forget()  # the C listener's last fingerprint
 
 
 def listener_errors() -> list[BaseException]:
@@ -497,8 +460,6 @@ def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> 
 # unique while cached.
 _sites_by_offset: dict[tuple[int, ...], tuple[_Site, tuple[CodeType, ...]]] = {}
 _sites: dict[_Frames, _Site] = {}
-#: The C walk's cache: a hash of the frames' code objects and offsets -> (site, codes, offsets).
-_sites_by_hash: dict[int, tuple[_Site, tuple[CodeType, ...], tuple[int, ...]]] = {}
 
 
 def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
@@ -518,13 +479,10 @@ def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
 def _intern(found: Sequence[tuple[CodeType, int]]) -> _Site:
     """The interned site of the user frames ``found`` (code and line each)."""
     frames = tuple((code.co_filename, line, code.co_name) for code, line in found)
-    if max(len(_sites), len(_sites_by_offset), len(_sites_by_hash)) >= _MAX_SITES:
+    if max(len(_sites), len(_sites_by_offset)) >= _MAX_SITES:
         # All caches at once: a site is one object while any of them can return it.
         _sites_by_offset.clear()
-        _sites_by_hash.clear()
         _sites.clear()
-        if _c_site is not None:
-            _walk.forget()  # the C walk's slots in front of _sites_by_hash
     site = _sites.get(frames)
     if site is None:
         site = _sites[frames] = _Site(frames)
@@ -573,77 +531,6 @@ def _learn() -> FrameType | None:
     return frame
 
 
-# The same walk in C (``_walk.c``, built for CPython 3.11 and 3.12): it reads the interpreter's
-# frame records instead of making a frame object per frame, needs no depth hints, and looks the
-# site up itself, by a hash of the frames' code objects and offsets (each entry keeps its code
-# objects alive and is checked against the frames). It is used when it was built, unless
-# NOPLUSONE_PURE_PYTHON is set; both walks find the same frames.
-_c_site: Callable[[], _Site | None] | None = None
-if not os.environ.get("NOPLUSONE_PURE_PYTHON"):
-    try:
-        from . import _walk
-    except ImportError:  # not built: no compiler at install time, or another Python
-        pass
-    else:
-        _walk.configure(
-            _kinds,
-            _classify,
-            greenlet.getcurrent,
-            greenlet.greenlet,
-            CALL_SITE_DEPTH,
-            _sites_by_hash,
-        )
-        _c_site = _walk.site
-
-
-#: A settled shape's count cell: a native long long, which the C listener increments in place.
-_CELL = 8
-
-
-def _py_drain(
-    settled: dict[_Site, dict[str, bytearray]], clear: bool
-) -> list[tuple[str, _Site, int]]:
-    """``_walk.drain`` in Python: the counts made in place since the last drain, reset (with
-    ``clear``: the settled shapes emptied). Only the C listener counts in place."""
-    source = dict(settled) if clear else settled
-    if clear:
-        settled.clear()
-    counts = []
-    for site, inner in source.items():
-        for fingerprint, cell in inner.items():
-            count = int.from_bytes(cell, sys.byteorder, signed=True)
-            if count:
-                counts.append((fingerprint, site, count))
-                cell[:] = bytes(_CELL)
-    return counts
-
-
-_drain: Callable[[dict[_Site, dict[str, bytearray]], bool], list[tuple[str, _Site, int]]]
-_drain = _py_drain
-if _c_site is not None:
-    _drain = _walk.drain
-#: Whether the listener counts settled shapes in place (the C listener does). A log that keeps
-#: no more statements then folds early, after _SETTLE_BATCH statements, so that its shapes
-#: settle after a few; with the Python listener, which records every statement, it folds as
-#: seldom as any log.
-_IN_PLACE = _c_site is not None
-_SETTLE_BATCH = 16 if _IN_PLACE else _BATCH
-
-
-def _c_intern() -> _Site:
-    """The C walk's miss: the caller's site, found and cached under its hash."""
-    key, found = _walk.locate()
-    site = _intern([(code, line) for code, _, line in found])
-    codes = tuple(code for code, _, _ in found)
-    _sites_by_hash[key] = (site, codes, tuple(lasti for _, lasti, _ in found))
-    return site
-
-
-def accelerated() -> bool:
-    """True when call sites are found by the C walk."""
-    return _c_site is not None
-
-
 # Relationship loads are recognised from the ORM's own state on the execution context: the
 # ORM load options (present only for ORM loads), the statement's loader path (not the root
 # path: a lazy load, or a selectin/subquery batch) and the load options' ``_lazy_loaded_from``
@@ -667,7 +554,7 @@ def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
     return ("lazy", name, parent.key or id(parent))
 
 
-# Without the C walk the recorder is a set of DialectEvents listeners (do_execute,
+# The recorder is a set of DialectEvents listeners (do_execute,
 # do_executemany, do_execute_no_params): they fire for every DB-API cursor execution,
 # insertmanyvalues batches included, and unlike ConnectionEvents they do not switch
 # SQLAlchemy's execution path to its slower, event-firing branch for every statement. The
@@ -706,25 +593,20 @@ def _capture(
             fingerprint = _shape(key)
         if not fingerprint:
             return
-        if _c_site is not None:  # the C walk: no frame objects, no bytecodes per frame
-            site = _c_site()
-            if site is None:
-                site = _c_intern()
+        # The first frame that is not infrastructure: a learned depth, else a walk.
+        for depth, code in _hints:
+            try:
+                hinted = _getframe(depth)
+            except ValueError:
+                continue
+            if hinted.f_code is code:
+                start = hinted.f_back
+                break
         else:
-            # The first frame that is not infrastructure: a learned depth, else a walk.
-            for depth, code in _hints:
-                try:
-                    hinted = _getframe(depth)
-                except ValueError:
-                    continue
-                if hinted.f_code is code:
-                    start = hinted.f_back
-                    break
-            else:
-                start = _learn()
-            offsets = _offsets(start)
-            entry = _sites_by_offset.get(offsets)
-            site = entry[0] if entry is not None else _site(start, offsets)
+            start = _learn()
+        offsets = _offsets(start)
+        entry = _sites_by_offset.get(offsets)
+        site = entry[0] if entry is not None else _site(start, offsets)
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options["_sa_orm_load_options"])
@@ -733,9 +615,7 @@ def _capture(
         )
         engine = connection.engine
         raw = (statement, parameters, executemany, fingerprint, engine, site, loader)
-        # (The C listener also counts the statements of settled shapes in place; here they are
-        # recorded, and the fold counts them.)
-        for only, pending, log, _, fold_at in _targets:
+        for only, pending, log, fold_at in _targets:
             if only is None or only is engine:
                 pending.append(raw)
                 if len(pending) >= fold_at[0]:
@@ -745,91 +625,13 @@ def _capture(
             _listener_errors.append(error)
 
 
-#: The recorder: the C listener (``_walk.capture``, the same steps as ``_capture`` without a
-#: bytecode per step) when the C walk is in use, else ``_capture``.
-_record: Callable[[Any, str, Any, Any, bool], None] = _capture
-if _c_site is not None:
-    _walk.bind(globals(), _shapes, _shape, _c_intern, _loader, _listener_errors)
-    _record = _walk.capture
+_record = _capture
 
 _LISTENERS = (
-    ("do_execute", _record),
+    ("do_execute", _capture),
     ("do_executemany", _do_executemany),
     ("do_execute_no_params", _do_execute_no_params),
 )
-
-# With the C walk the recorder is not a listener: SQLAlchemy's dispatch to any DialectEvents
-# listener cost more per statement than the listener itself (and any such listener, of any
-# event, puts every dialect on that path). Instead, each dialect class that defines one of the
-# three methods gets a ``_walk.Hook`` in its place: a C method descriptor that records the
-# statement and calls the class's own function. Classes that exist at install time are found
-# through ``__subclasses__``; classes created later (a dialect module imported when its first
-# engine is made) through ``Dialect.__init_subclass__``, set for as long as the hooks are in.
-# Only the first hook in the dialect's MRO records, so an override that calls ``super()``
-# counts once. Everything is restored exactly (``_unhook``).
-_HOOKS = _c_site is not None
-_HOOKED_METHODS = (("do_execute", 0), ("do_executemany", 1), ("do_execute_no_params", 2))
-#: (class, method name) -> what the class defined, and the hook set in its place.
-_hooked: dict[tuple[type, str], tuple[Any, Any]] = {}
-_MISSING = object()
-_INIT_SUBCLASS = "__init_subclass__"
-#: What ``Dialect.__dict__`` held as ``__init_subclass__`` before the hooks went in.
-_init_subclass_before: Any = _MISSING
-
-
-def _hook_class(cls: type) -> None:
-    for name, kind in _HOOKED_METHODS:
-        original = cls.__dict__.get(name)
-        # An existing hook keeps its place (a class can be seen twice: through __subclasses__
-        # and __init_subclass__). Any other attribute (a function, staticmethod, another
-        # tool's wrapper) is called by the hook as the class attribute it was.
-        if original is None or isinstance(original, _walk.Hook):
-            continue
-        hook = _walk.hook(original, name, kind)
-        try:
-            setattr(cls, name, hook)
-        except TypeError:  # an immutable (extension) type: its calls of super() still count
-            continue
-        _hooked[(cls, name)] = (original, hook)
-
-
-def _dialect_subclass_created(cls: type[Dialect], /, **kwargs: Any) -> None:
-    """``Dialect.__init_subclass__`` while the hooks are in."""
-    if _init_subclass_before is _MISSING:
-        super(Dialect, cls).__init_subclass__(**kwargs)
-    else:
-        _init_subclass_before.__get__(None, cls)(**kwargs)
-    with _lock:
-        if _users:  # not when the hooks came out while this class was being made
-            _hook_class(cls)
-
-
-def _hook() -> None:
-    global _init_subclass_before
-    _init_subclass_before = Dialect.__dict__.get(_INIT_SUBCLASS, _MISSING)
-    setattr(Dialect, _INIT_SUBCLASS, classmethod(_dialect_subclass_created))
-    pending = list(Dialect.__subclasses__())
-    seen: set[type] = set()
-    while pending:
-        cls = pending.pop()
-        if cls not in seen:
-            seen.add(cls)
-            _hook_class(cls)
-            pending.extend(cls.__subclasses__())
-
-
-def _unhook() -> None:
-    global _init_subclass_before
-    for (cls, name), (original, hook) in _hooked.items():
-        if cls.__dict__.get(name) is hook:  # what another tool set over it since stays
-            setattr(cls, name, original)
-    _hooked.clear()
-    if _init_subclass_before is _MISSING:
-        delattr(Dialect, _INIT_SUBCLASS)
-    else:
-        setattr(Dialect, _INIT_SUBCLASS, _init_subclass_before)
-    _init_subclass_before = _MISSING
-
 
 def acquire() -> None:
     """Install the recorder (reference counted)."""
@@ -837,11 +639,8 @@ def acquire() -> None:
     with _lock:
         _users += 1
         if _users == 1:
-            if _HOOKS:
-                _hook()
-            else:
-                for name, listener in _LISTENERS:
-                    event.listen(Engine, name, listener)
+            for name, listener in _LISTENERS:
+                event.listen(Engine, name, listener)
 
 
 def release() -> None:
@@ -850,11 +649,8 @@ def release() -> None:
     with _lock:
         _users -= 1
         if _users == 0:
-            if _HOOKS:
-                _unhook()
-            else:
-                for name, listener in _LISTENERS:
-                    event.remove(Engine, name, listener)
+            for name, listener in _LISTENERS:
+                event.remove(Engine, name, listener)
 
 
 def open_window(log: QueryLog) -> None:
@@ -862,7 +658,7 @@ def open_window(log: QueryLog) -> None:
     global _targets
     acquire()
     with _lock:
-        _targets = (*_targets, (log._engine, log._pending, log, log._settled, log._fold_at))
+        _targets = (*_targets, (log._engine, log._pending, log, log._fold_at))
 
 
 def open_windows() -> list[QueryLog]:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 import pytest
 from conftest import Project
@@ -231,8 +228,8 @@ def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
                 conn.execute(text("SELECT :i"), {"i": i})
                 conn.execute(text("SELECT 2"))
 
-    # A log that keeps no statement (as a test body's): the C listener counts the statements
-    # of its settled shapes in place, while this thread reads (folds and drains) it.
+    # A log that keeps no statement (as a test body's), read (folded) by this thread while the
+    # workers record into it.
     counting = capture.QueryLog(keep=0)
     capture.open_window(counting)
     try:
@@ -254,8 +251,6 @@ def test_threads_racing_are_counted_exactly(tmp_path: Path) -> None:
     for each in (log, counting):
         per_shape = {stats.example.sql: stats.count for stats in each.shapes.values()}
         assert per_shape == {"SELECT ?": rounds * threads, "SELECT 2": rounds * threads}
-    if capture.accelerated():
-        assert counting._settled, "the shapes of a log that keeps nothing settle"
     assert reads > 0
 
 
@@ -271,13 +266,12 @@ from sqlalchemy import create_engine, select, text
 
 from models import Post, User
 from pytest_noplusone import capture_queries
-from pytest_noplusone.capture import accelerated
 
 
 def dump(name, log):
     sites = [[q.sql, [str(frame) for frame in q.call_site]] for q in log]
     with open(os.environ["WALK_DUMP"], "a") as out:
-        out.write(json.dumps([name, accelerated(), sites]) + "\\n")
+        out.write(json.dumps([name, sites]) + "\\n")
 
 
 async def test_body(session, noplusone_queries):
@@ -376,36 +370,25 @@ async def test_tasks_and_threads(session, sessionmaker, tmp_path, noplusone_quer
 """
 
 
-def _walks(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pure: bool) -> list:
-    dump = tmp_path / ("pure.jsonl" if pure else "default.jsonl")
+def _walks(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    dump = tmp_path / "walks.jsonl"
     monkeypatch.setenv("WALK_DUMP", str(dump))
-    if pure:
-        monkeypatch.setenv("NOPLUSONE_PURE_PYTHON", "1")
-    else:
-        monkeypatch.delenv("NOPLUSONE_PURE_PYTHON", raising=False)
     project.run().assert_outcomes(passed=7)
     return [json.loads(line) for line in dump.read_text().splitlines()]
 
 
-def test_c_and_python_walks_find_the_same_call_sites(
+def test_the_walk_finds_the_call_sites(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The C walk and the pure-Python walk (the fallback) attribute every statement alike: in
-    test bodies, deep helpers, lazy loads, run_sync callbacks, generators, tasks and threads."""
+    """Every statement is attributed to the user's frames: in test bodies, deep helpers, lazy
+    loads, run_sync callbacks, generators, tasks and threads."""
     project.write_test(WALK_TESTS)
-    default = _walks(project, tmp_path, monkeypatch, pure=False)
-    pure = _walks(project, tmp_path, monkeypatch, pure=True)
-    assert {accelerated for _, accelerated, _ in pure} == {False}
-    assert [(name, sites) for name, _, sites in default] == [
-        (name, sites) for name, _, sites in pure
-    ]
-    if any(accelerated for _, accelerated, _ in default):
-        assert {accelerated for _, accelerated, _ in default} == {True}
+    walks = _walks(project, tmp_path, monkeypatch)
 
     def at(marker: str, function: str) -> str:
         return f"test_scenario.py:{project.line_of(marker)} in {function}"
 
-    sites = {name: [frames for _, frames in queries] for name, _, queries in pure}
+    sites = {name: [frames for _, frames in queries] for name, queries in walks}
     assert sites["body"] == [[at("await session.execute(select(User.id))", "test_body")]]
     assert sites["deep"] == [
         [
@@ -453,42 +436,6 @@ def test_c_and_python_walks_find_the_same_call_sites(
         * 2
     )
 
-
-def test_the_c_walk_is_in_use() -> None:
-    """CI builds the C walk and requires it (NOPLUSONE_REQUIRE_C_WALK); elsewhere its absence
-    (another Python, no compiler) is a skip, and the pure-Python walk does the work."""
-    if capture.accelerated():
-        return
-    reason = "the C walk (pytest_noplusone._walk) is not built or not enabled in this environment"
-    if os.environ.get("NOPLUSONE_REQUIRE_C_WALK", "") not in ("", "0", "false"):
-        pytest.fail(f"{reason}; NOPLUSONE_REQUIRE_C_WALK is set, so this is a failure")
-    pytest.skip(reason)
-
-
-@pytest.mark.allow_nplusone  # the loop is the point: one line, three statements
-def test_the_c_walk_finds_a_known_call_site_in_its_cache(tmp_path: Path) -> None:
-    """Statements from one line are located once; the next ones are cache hits."""
-    if not capture.accelerated():
-        pytest.skip("the C walk is not built or not enabled in this environment")
-    misses = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        # A profile function adds no frame to the stacks the walk reads (a wrapper would).
-        if event == "call" and frame.f_code is capture._c_intern.__code__:
-            misses.append(frame)
-
-    engine = create_engine(f"sqlite:///{tmp_path}/cache.sqlite3")
-    with capture_queries() as log, engine.connect() as conn:
-        sys.setprofile(profile)
-        try:
-            for i in range(3):
-                conn.execute(text("SELECT :i"), {"i": i})
-        finally:
-            sys.setprofile(None)
-    engine.dispose()
-    assert log.count == 3
-    assert len({stats.example.location for stats in log.shapes.values()}) == 1
-    assert len(misses) <= 1
 
 
 def _reference_fold(raws: list) -> dict:
@@ -587,33 +534,10 @@ def test_the_listener_never_raises_into_the_users_statement(recorder: str) -> No
     assert log.count == 0
 
 
-@pytest.mark.allow_nplusone  # one line, four statements
-def test_clearing_the_site_caches_clears_the_c_walks_slots(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At the cap every site cache is cleared; the C walk's slots too, so a site it returns
-    is always the interned one (never one the caches have forgotten)."""
-    if not capture.accelerated():
-        pytest.skip("the C walk is not built or not enabled in this environment")
-    engine = create_engine(f"sqlite:///{tmp_path}/slots.sqlite3")
-    with capture_queries() as log, engine.connect() as conn:
-        for i in range(4):
-            if i == 2:  # the second statement was a slot hit; now the caches are cleared
-                with monkeypatch.context() as patched:
-                    patched.setattr(capture, "_MAX_SITES", 0)
-                    capture._intern([])
-            conn.execute(text("SELECT :i"), {"i": i})
-    engine.dispose()
-    assert log.count == 4
-    last = list(log.shapes)[-1][1]
-    assert capture._sites.get(last.frames) is last
-
-
 @pytest.mark.allow_nplusone  # one line, many statements
 def test_a_log_that_keeps_nothing_counts_settled_shapes_exactly(tmp_path: Path) -> None:
-    """A test body's log keeps no statements: once a shape is done sampling, the C listener
-    counts it in place; raising the log's limit later records statements again, and every
-    count stays exact."""
+    """A test body's log keeps no statements; raising the log's limit later records
+    statements again, and every count stays exact."""
     engine = create_engine(f"sqlite:///{tmp_path}/settle.sqlite3")
     log = capture.QueryLog(keep=0)
     capture.open_window(log)
@@ -621,42 +545,15 @@ def test_a_log_that_keeps_nothing_counts_settled_shapes_exactly(tmp_path: Path) 
         with engine.connect() as conn:
             for i in range(40):
                 conn.execute(text("SELECT :i"), {"i": i})
-            settled = {site: dict(inner) for site, inner in log._settled.items()}
             log._retain(3)
             for i in range(5):
                 conn.execute(text("SELECT :i"), {"i": i})
     finally:
         capture.close_window(log)
     engine.dispose()
-    if capture.accelerated():
-        assert [list(inner) for inner in settled.values()] == [["select ?"]]
     assert log.count == 45
     assert [query.parameters for query in log.queries] == [(0,), (1,), (2,)]
     assert [stats.count for stats in log.shapes.values()] == [40, 5]  # two lines
-
-
-@pytest.mark.parametrize("clear", [False, True])
-def test_draining_settled_counts_in_c_and_in_python_agree(clear: bool) -> None:
-    """Both drains return the counts made in place and reset them (``clear``: empty the
-    settled shapes); a count cell is a native long long, as the C listener writes it."""
-    drains = [capture._py_drain] + ([capture._walk.drain] if capture.accelerated() else [])
-    sites = [capture._Site(((f"site{n}.py", n, "f"),)) for n in range(2)]
-    for drain in drains:
-
-        def cell(count: int) -> bytearray:
-            return bytearray(count.to_bytes(capture._CELL, sys.byteorder, signed=True))
-
-        settled = {sites[0]: {"a": cell(3), "b": cell(0)}, sites[1]: {"a": cell(2**40)}}
-        assert sorted(drain(settled, clear), key=lambda entry: entry[2]) == [
-            ("a", sites[0], 3),
-            ("a", sites[1], 2**40),
-        ]
-        if clear:
-            assert settled == {}
-        else:
-            assert [len(inner) for inner in settled.values()] == [2, 1]
-            assert not any(any(c) for inner in settled.values() for c in inner.values())
-            assert drain(settled, clear) == []
 
 
 @pytest.mark.allow_nplusone  # the same two lines run once per ignore setting
@@ -810,13 +707,13 @@ def test_each_round_trip_counts_once(dialect):
         assert TRACED.calls - traced == 1  # the SELECT with parameters
 
 
-def test_a_wrapper_set_over_the_hook_still_counts(monkeypatch):
+def test_a_wrapper_set_while_the_plugin_runs_still_counts(monkeypatch):
     """Another tool wraps DefaultDialect.do_execute while the plugin runs."""
-    hook = DefaultDialect.__dict__["do_execute"]
+    original = DefaultDialect.__dict__["do_execute"]
 
     def wrapper(self, *args):
         wrapper.calls += 1
-        return hook(self, *args)
+        return original(self, *args)
 
     wrapper.calls = 0
     monkeypatch.setattr(DefaultDialect, "do_execute", wrapper)
@@ -829,7 +726,7 @@ def test_a_wrapper_set_over_the_hook_still_counts(monkeypatch):
 def test_every_dialect_method_counts_each_round_trip_once(pytester: pytest.Pytester) -> None:
     """Dialects that run statements themselves, created before or after the plugin started;
     overrides that call super() (once or twice); static and class methods; another tool's
-    wrapper, set before the plugin started or over its hook: one record per round trip each."""
+    wrapper, set before the plugin started or while it runs: one record per round trip each."""
     pytester.makeconftest(DIALECT_CONFTEST)
     pytester.makepyfile(test_dialects=DIALECT_TEST)
     result = pytester.runpytest_subprocess("-p", "no:randomly")

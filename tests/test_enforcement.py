@@ -398,7 +398,7 @@ from sqlalchemy.orm import Mapper, configure_mappers
 
 from models import Base, User
 from pytest_noplusone import capture, diagnosis, enforcement
-from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncAttrs
 import sqlalchemy.dialects.sqlite  # every dialect class the inner runs use exists already
 
@@ -438,17 +438,8 @@ def snapshot():
             )
     state["awaitable_attrs"] = AsyncAttrs._AsyncAttrGetitem.__dict__["__getattr__"]
     state["loader_entry"] = diagnosis._loader_owner.__dict__["_fire_loader_callables"]
-    pending, dialects = [Dialect], set()
-    while pending:
-        dialects.add(cls := pending.pop())
-        pending.extend(cls.__subclasses__())
-    state["dialect_methods"] = {
-        (cls, name): cls.__dict__.get(name)
-        for cls in dialects
-        for name, _ in capture._HOOKED_METHODS
-    }
-    state["init_subclass"] = Dialect.__dict__.get("__init_subclass__")
     state["listeners"] = (
+        event.contains(Engine, "do_execute", capture._capture),
         event.contains(Mapper, "after_configured", enforcement._after_configured),
         event.contains(Mapper, "load", diagnosis._on_load),
     )
