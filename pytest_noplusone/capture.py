@@ -1,104 +1,42 @@
-"""Capture SQL round-trips from every Engine and attribute each to the user's line of code.
+"""Capture SQL round-trips from every Engine and attribute each to the user's code.
 
 Listeners of the ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` dialect events
 on the ``Engine`` *class* record each DB-API execution: they see every sync engine and the
 ``sync_engine`` behind every ``AsyncEngine``. They record into the open windows (``QueryLog``
-objects); the windows are
-process-wide, so queries made in other threads and tasks count too.
+objects); the windows are process-wide, so queries made in other threads and tasks count too.
+Each statement is recorded with its fingerprint and the node of its call chain (``frames``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import operator
 import os
 import re
 import sys
-import sysconfig
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
-import greenlet
-import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 
-from . import detection
+from . import detection, frames
+from .frames import EMPTY, Node, Site
 
 __all__ = ["CapturedQuery", "Location", "QueryLog", "ShapeStats"]
-
-#: How many user frames make a call site (innermost first).
-CALL_SITE_DEPTH = 4
-
-_USER, _SKIP, _BOUNDARY = 0, 1, 2
-#: A call site's cache key: two numbers per user frame (see ``_offsets``).
-_KEY_LENGTH = 2 * CALL_SITE_DEPTH
 
 _TRANSACTION_CONTROL = re.compile(
     r"\s*(begin|start\s+transaction|commit|end|rollback|savepoint|release)\b",
     re.IGNORECASE,
 )
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-#: Packages whose frames are never the user's line (besides SQLAlchemy and this plugin).
-_INFRASTRUCTURE = (
-    "greenlet",
-    "pytest_asyncio",
-    "anyio",
-    "aiosqlite",
-    "asyncpg",
-    "psycopg",
-    "psycopg2",
-    "pymysql",
-    "aiomysql",
-    "asyncmy",
-)
-_STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
-_SITE_DIRS = tuple(
-    os.path.abspath(p) + os.sep
-    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-)
-_ASYNCIO_EVENTS = os.path.abspath(asyncio.events.__file__)
-_SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
-_kinds: dict[str, int] = {}
-
-
-def _module_dir(name: str) -> str | None:
-    path = getattr(sys.modules.get(name), "__file__", None)
-    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
-
-
-def _classify(filename: str) -> int:
-    # Runs once per source file; modules imported late (a driver first imported by a test)
-    # are looked up in sys.modules at that moment.
-    if filename.startswith("<"):
-        kind = _SKIP
-    else:
-        path = os.path.abspath(filename)
-        boundaries = tuple(d for d in (_module_dir("pluggy"), _module_dir("_pytest")) if d)
-        skipped = tuple(d for d in map(_module_dir, _INFRASTRUCTURE) if d)
-        if (
-            path.startswith(boundaries)
-            or path == os.path.abspath(str(getattr(sys.modules.get("pytest"), "__file__", "")))
-            # The event loop's callback runner: what lies beyond it drives the loop (a test
-            # runner or asyncio.run), and walking it for every statement would cost more than
-            # the caller's caller is worth.
-            or path == _ASYNCIO_EVENTS
-        ):
-            kind = _BOUNDARY
-        elif path.startswith((_PACKAGE_DIR + os.sep, _SQLALCHEMY_DIR, *skipped)) or (
-            path.startswith(_STDLIB) and not path.startswith(_SITE_DIRS)
-        ):
-            kind = _SKIP
-        else:
-            kind = _USER
-    _kinds[filename] = kind
-    return kind
+# What diagnosis reads of the classification (frames.py holds it).
+_kinds = frames.kinds
+_classify = frames.classify
+_USER = frames.USER
+_user_frames = frames.user_frames
 
 
 _root = os.getcwd()
@@ -131,18 +69,7 @@ class Location(NamedTuple):
 
 
 _Frames = tuple[tuple[str, int, str], ...]
-
-
-class _Site:
-    """One call site, interned: its identity is its hash, so grouping by it is cheap."""
-
-    __slots__ = ("frames",)
-
-    def __init__(self, frames: _Frames) -> None:
-        self.frames = frames
-
-
-_MAX_SITES = 50_000
+_Site = Site
 
 
 class CapturedQuery:
@@ -157,7 +84,7 @@ class CapturedQuery:
         executemany: bool,
         fingerprint: str,
         engine: Engine | None,
-        site: _Site,
+        site: Site,
         loader: tuple[str, str, Any] | None = None,
     ) -> None:
         self.sql = sql
@@ -172,17 +99,19 @@ class CapturedQuery:
     @property
     def loader(self) -> str | None:
         """``"lazy"`` when a lazy loader (or ``awaitable_attrs``) issued the statement,
-        ``"eager"`` for the batches of a ``selectinload``/``subqueryload``, else ``None``."""
+        ``"eager"`` for the batches of a ``selectinload``/``subqueryload``, ``"refresh"`` for
+        ``session.refresh()``, ``"expired"`` for reloading expired attributes, else ``None``."""
         return self._loader[0] if self._loader is not None else None
 
     @property
     def relationship(self) -> str | None:
-        """``"Model.attr"`` for a relationship load."""
+        """``"Model.attr"`` for a relationship load (``"Model"`` for a refresh or reload)."""
         return self._loader[1] if self._loader is not None else None
 
     @property
     def parent_key(self) -> Any:
-        """The identity key of the object whose relationship was lazily loaded."""
+        """The identity key of the object whose relationship was lazily loaded (or which was
+        refreshed)."""
         return self._loader[2] if self._loader is not None else None
 
     @property
@@ -201,7 +130,7 @@ class CapturedQuery:
 
     @property
     def call_site(self) -> tuple[Location, ...]:
-        """The user's frames (innermost first, at most ``CALL_SITE_DEPTH``)."""
+        """The user's frames, innermost first, out to the test (through tasks and threads)."""
         return tuple(Location(*frame) for frame in self._frames)
 
     @property
@@ -209,39 +138,82 @@ class CapturedQuery:
         """A hashable key for the call site."""
         return self._frames
 
+    @property
+    def background(self) -> bool:
+        """True when it ran in a thread or task that code of yours started before the window
+        opened (a poller started by a fixture)."""
+        return self._site.background
+
     def __repr__(self) -> str:
         return f"<CapturedQuery {self.sql[:60]!r} at {self.location}>"
 
 
-class ShapeStats:
-    """Aggregate of the statements of one fingerprint from one call site."""
+#: How many executions of a shape are sampled (their values, for telling loops, repeats,
+#: pages and chunks apart).
+MAX_SAMPLES = 16
+#: How many distinct invocations a shape counts per frame of its chain.
+_MAX_INVOCATIONS = detection.MAX_DISTINCT
 
-    __slots__ = ("count", "example", "parameter_sets", "parent_keys")
+
+class ShapeStats:
+    """Aggregate of the statements of one fingerprint from one chain of lines."""
+
+    __slots__ = ("count", "example", "levels", "libraries", "parent_keys", "samples")
 
     def __init__(self, example: CapturedQuery) -> None:
         self.count = 0
         self.example = example
         #: Distinct parents of lazy loads (bounded).
         self.parent_keys: set[Any] = set()
-        #: Distinct parameter values of the first executions, for telling loops from repeats.
-        self.parameter_sets: set[Any] = set()
+        #: (values, paging values, parameters) of the first executions, in order.
+        self.samples: list[tuple[Any, Any, Any]] = []
+        #: Per frame of the chain (innermost first): statements per invocation (frame
+        #: instance); the frames are held, so that an identity is never reused.
+        self.levels: list[dict[Any, int]] = [{} for _ in example.call_site_key]
+        #: Statements per invocation of the library called by your innermost frame (None: not
+        #: through a library).
+        self.libraries: dict[Any, int] = {}
+
+    @property
+    def parameter_sets(self) -> set[Any]:
+        """The distinct values among the sampled executions."""
+        return {values for values, _, _ in self.samples}
 
     def sampling(self) -> bool:
-        """Whether a further statement of this shape can still add a parent or a parameter set
-        (the fold visits such shapes statement by statement, and only counts the others)."""
-        if self.example._loader is not None:
+        """Whether a further statement of this shape still adds a sample or a parent."""
+        if self.example._loader is not None and self.example._loader[0] == "lazy":
             return self.example._loader[2] is not None and len(self.parent_keys) < _MAX_DISTINCT
-        return self.count < _MAX_DISTINCT and len(self.parameter_sets) < 2
+        return len(self.samples) < MAX_SAMPLES
+
+    def invocation(self, level: int) -> tuple[Any, int] | None:
+        """The invocation of the chain's frame ``level`` that ran most of these statements,
+        and how many it ran."""
+        if level >= len(self.levels) or not self.levels[level]:
+            return None
+        return max(self.levels[level].items(), key=operator.itemgetter(1))
+
+    def release(self) -> None:
+        """Drop the frames held for telling invocations apart (the counts stay)."""
+        self.levels = [{id(frame): count for frame, count in lv.items()} for lv in self.levels]
+        self.libraries = {
+            (id(frame) if frame is not None else None): count
+            for frame, count in self.libraries.items()
+        }
 
 
 _MAX_DISTINCT = detection.MAX_DISTINCT
 
 
-#: One statement as the listener records it: the arguments of ``CapturedQuery``. A tuple is
-#: cheap to make; the object is made only when someone reads ``QueryLog.queries``.
-_Raw = tuple[str, Any, bool, str, "Engine | None", _Site, "tuple[str, str, Any] | None"]
-#: A recorded statement's shape key: (fingerprint, site).
-_SHAPE_KEY = operator.itemgetter(3, 5)
+#: One statement as the listener records it. A tuple is cheap to make; the query object is
+#: made only when someone reads ``QueryLog.queries``.
+_Raw = tuple[str, Any, bool, str, "Engine | None", "Node | None", Any, "FrameType | None"]
+#: A recorded statement's key before it is grouped: (fingerprint, node, library frame).
+_NODE_KEY = operator.itemgetter(3, 5, 7)
+
+
+def _query(raw: _Raw) -> CapturedQuery:
+    node = raw[5]
+    return CapturedQuery(*raw[:5], node.site if node is not None else EMPTY, raw[6])
 
 
 #: Recorded statements a log holds before the listener folds them into its aggregates.
@@ -255,11 +227,10 @@ class QueryLog:
         self._engine = engine
         self._keep = sys.maxsize if keep is None else keep
         self._count = 0
-        self._raw: list[_Raw] = []
         self._made: list[CapturedQuery] = []
-        self._shapes: dict[tuple[str, _Site], ShapeStats] = {}
+        self._shapes: dict[tuple[str, Site], ShapeStats] = {}
         #: Shapes N+1 detection skips: repeated on purpose (``assert_constant_queries`` runs).
-        self.exempt: set[tuple[str, _Site]] = set()
+        self.exempt: set[tuple[str, Site]] = set()
         #: What the listener recorded and ``_fold`` has not counted yet. The listener only
         #: appends (atomic, so it takes no lock); every reader folds first.
         self._pending: list[_Raw] = []
@@ -273,7 +244,6 @@ class QueryLog:
         with self._folding:
             self._keep = keep
 
-
     @property
     def count(self) -> int:
         """How many statements ran in the window."""
@@ -281,8 +251,8 @@ class QueryLog:
         return self._count
 
     @property
-    def shapes(self) -> dict[tuple[str, _Site], ShapeStats]:
-        """Per (fingerprint, call site) aggregates, in first-seen order."""
+    def shapes(self) -> dict[tuple[str, Site], ShapeStats]:
+        """Per (fingerprint, chain of lines) aggregates, in first-seen order."""
         self._fold()
         return self._shapes
 
@@ -290,15 +260,19 @@ class QueryLog:
     def queries(self) -> list[CapturedQuery]:
         """The captured statements (the first ``keep`` of them when a limit is set)."""
         self._fold()
-        made = self._made
-        if len(made) < len(self._raw):
-            made.extend(CapturedQuery(*raw) for raw in self._raw[len(made) :])
-        return made
+        return self._made
 
     @property
     def truncated(self) -> bool:
         """True when more statements ran than ``queries`` keeps."""
-        return self.count > len(self._raw)
+        return self.count > len(self._made)
+
+    def release(self) -> None:
+        """Drop the frames the aggregates hold (once the findings are made)."""
+        self._fold()
+        with self._folding:
+            for stats in self._shapes.values():
+                stats.release()
 
     def _fold(self) -> None:
         """Count the pending statements into the aggregates (any thread, any time)."""
@@ -312,52 +286,50 @@ class QueryLog:
             batch = pending[:]
             del pending[: len(batch)]
             self._count += len(batch)
-            kept, room = self._raw, self._keep - len(self._raw)
+            room = self._keep - len(self._made)
             if room > 0:
-                kept.extend(batch[:room])
+                self._made.extend(map(_query, batch[:room]))
             shapes = self._shapes
-            # Counting is done in C (a Counter of (fingerprint, site) pairs); statement by
-            # statement, the fold visits only new shapes and those still sampling, and only
-            # until they stop sampling.
-            visit: dict[tuple[str, _Site], int] = {}
-            counted = Counter(map(_SHAPE_KEY, batch))
-            for key, count in counted.items():
+            # Counting is done in C (a Counter of (fingerprint, node, library) triples); the
+            # chain of each distinct node is walked once per batch, and statement by statement
+            # the fold visits only the shapes that still sample.
+            visit: dict[tuple[str, Site], int] = {}
+            for (fingerprint, node, library), count in Counter(map(_NODE_KEY, batch)).items():
+                key = (fingerprint, node.site if node is not None else EMPTY)
                 stats = shapes.get(key)
                 if stats is None or stats.sampling():
-                    visit[key] = count
-                else:
-                    stats.count += count
+                    visit[key] = visit.get(key, 0) + count
+                    if stats is None:
+                        raw = next(r for r in batch if r[3] == fingerprint and r[5] is node)
+                        stats = shapes[key] = ShapeStats(_query(raw))
+                stats.count += count
+                _invocations(stats, node, library, count)
             if visit:
                 self._visit(batch, visit)
 
-    def _visit(self, batch: list[_Raw], visit: dict[tuple[str, _Site], int]) -> None:
-        """Count the statements of the shapes in ``visit`` (shape -> its statements in the
-        batch) one by one while they sample, the rest at once."""
+    def _visit(self, batch: list[_Raw], visit: dict[tuple[str, Site], int]) -> None:
+        """Sample the statements of the shapes in ``visit`` one by one while they sample."""
         shapes = self._shapes
         for raw in batch:
-            key = _SHAPE_KEY(raw)
+            node = raw[5]
+            key = (raw[3], node.site if node is not None else EMPTY)
             left = visit.get(key)
             if left is None:
                 continue
-            stats = shapes.get(key)
-            if stats is None:
-                stats = shapes[key] = ShapeStats(CapturedQuery(*raw))
-            count = stats.count = stats.count + 1
+            stats = shapes[key]
             loader = raw[6]
-            if loader is not None:
+            if loader is not None and loader[0] == "lazy":
                 # ORM loaders are judged by their parents, not by their (often long) IN lists.
                 if loader[2] is not None and len(stats.parent_keys) < _MAX_DISTINCT:
                     stats.parent_keys.add(loader[2])
-            # Sampled from the first executions: enough to tell a loop from a repeat, and a
-            # shape repeated a million times costs no more than one repeated 64 times. Only
-            # "one value or several" is read, so sampling stops at two values.
-            elif count <= _MAX_DISTINCT and len(stats.parameter_sets) < 2 and not raw[2]:
-                stats.parameter_sets.add(detection.parameter_key(raw[0], raw[1]))
+            elif len(stats.samples) < MAX_SAMPLES and not raw[2]:
+                stats.samples.append(detection.sample(raw[0], raw[1]))
+                if loader is not None and loader[2] is not None:
+                    stats.parent_keys.add(loader[2])
             left -= 1
             if left and stats.sampling():
                 visit[key] = left
                 continue
-            stats.count += left  # done sampling: the rest of the batch is only counted
             del visit[key]
             if not visit:
                 break
@@ -380,10 +352,32 @@ class QueryLog:
         return f"<QueryLog count={self.count}>"
 
 
+def _invocations(stats: ShapeStats, node: Node | None, library: Any, count: int) -> None:
+    """Count ``count`` statements of ``node`` into each frame's invocations."""
+    levels = stats.levels
+    level = 0
+    while node is not None and level < len(levels):
+        counts = levels[level]
+        frame = node.frame
+        seen = counts.get(frame)
+        if seen is not None:
+            counts[frame] = seen + count
+        elif len(counts) < _MAX_INVOCATIONS:
+            counts[frame] = count
+        node = node.up
+        level += 1
+    libraries = stats.libraries
+    seen = libraries.get(library)
+    if seen is not None:
+        libraries[library] = seen + count
+    elif len(libraries) < _MAX_INVOCATIONS:
+        libraries[library] = count
+
+
 _lock = threading.Lock()
-#: The open windows, as the listener reads them: (engine filter, pending list, log, settled
-#: shapes, fold threshold cell) each.
-#: Replaced, never changed in place, so the listener reads it without a lock.
+#: The open windows, as the listener reads them: (engine filter, pending list, log, fold
+#: threshold cell) each. Replaced, never changed in place, so the listener reads it without a
+#: lock.
 _Target = tuple["Engine | None", list[_Raw], "QueryLog", list[int]]
 _targets: tuple[_Target, ...] = ()
 #: A statement's text (its compiled string) -> its fingerprint, or "" when it is not counted.
@@ -420,97 +414,24 @@ def _shape(statement: str) -> str:
     return fingerprint
 
 
-def _offsets(frame: FrameType | None, frames: list[FrameType] | None = None) -> tuple[int, ...]:
-    """The call site's cache key: ``id(code), f_lasti`` per user frame from ``frame`` outwards.
-
-    Unlike ``f_lineno``, ``f_lasti`` is read without decoding the line table. Inside an
-    ``AsyncSession`` call the statement runs in a child greenlet whose frames end at
-    SQLAlchemy's greenlet_spawn, so the walk goes on in the parent greenlets, where the user's
-    coroutine is. ``frames``, when given, gets the user frames themselves.
-    """
-    # Runs for every statement: the kinds are compared as literals (_USER is 0, _BOUNDARY 2),
-    # which saves a global lookup per frame.
-    kinds = _kinds
-    parts: list[int] = []
-    current = None
-    while True:
-        while frame is not None:
-            code = frame.f_code
-            kind = kinds.get(code.co_filename)
-            if kind is None:
-                kind = _classify(code.co_filename)
-            if not kind:
-                parts += (id(code), frame.f_lasti)
-                if frames is not None:
-                    frames.append(frame)
-                if len(parts) >= _KEY_LENGTH:
-                    return tuple(parts)
-            elif kind == 2:
-                return tuple(parts)
-            frame = frame.f_back
-        current = (current or greenlet.getcurrent()).parent
-        if current is None:
-            return tuple(parts)
-        frame = current.gr_frame
-
-
-# Two levels: the code objects and instruction offsets of the user frames (cheap to read;
-# several offsets share a line) map to the site of their lines, interned so that grouping by
-# site is grouping by identity. Each entry keeps its code objects alive, so their ids stay
-# unique while cached.
-_sites_by_offset: dict[tuple[int, ...], tuple[_Site, tuple[CodeType, ...]]] = {}
-_sites: dict[_Frames, _Site] = {}
-
-
-def _site(frame: FrameType | None, key: tuple[int, ...] | None = None) -> _Site:
-    """The interned call site of the user frames from ``frame`` outwards (``key``: theirs)."""
-    if key is None:
-        key = _offsets(frame)
-    entry = _sites_by_offset.get(key)
-    if entry is not None:
-        return entry[0]
-    found: list[FrameType] = []
-    _offsets(frame, found)  # only on a miss: the frames themselves, for their lines
-    site = _intern([(each.f_code, each.f_lineno) for each in found])
-    _sites_by_offset[key] = (site, tuple(each.f_code for each in found))
-    return site
-
-
-def _intern(found: Sequence[tuple[CodeType, int]]) -> _Site:
-    """The interned site of the user frames ``found`` (code and line each)."""
-    frames = tuple((code.co_filename, line, code.co_name) for code, line in found)
-    if max(len(_sites), len(_sites_by_offset)) >= _MAX_SITES:
-        # All caches at once: a site is one object while any of them can return it.
-        _sites_by_offset.clear()
-        _sites.clear()
-    site = _sites.get(frames)
-    if site is None:
-        site = _sites[frames] = _Site(frames)
-    return site
-
-
-def _user_frames(frame: FrameType | None) -> _Frames:
-    """The user frames (innermost first) from ``frame`` outwards, through parent greenlets."""
-    return _site(frame).frames
-
-
 # Skipping SQLAlchemy's frames one by one costs a frame object each. Most statements arrive
 # through a handful of call paths, so the depth of the first frame that is not infrastructure
-# is learned per path: a hint (depth, code of the frame just below it) is checked by fetching
-# that one frame with sys._getframe, and a miss falls back to the walk, which learns a hint.
-# Depths count from ``_capture``'s frame (0), whose caller is SQLAlchemy's execution or one of
-# the listeners below (1).
-_hints: list[tuple[int, CodeType]] = []
+# is learned per path: a hint (depth, code of the frame just below it, whether that frame is a
+# library's) is checked by fetching that one frame with sys._getframe, and a miss falls back
+# to the walk, which learns a hint. Depths count from ``_capture``'s frame (0), whose caller
+# is SQLAlchemy's execution or one of the listeners below (1).
+_hints: list[tuple[int, CodeType, bool]] = []
 _getframe = sys._getframe
 _MAX_HINTS = 16
 
 
-def _learn() -> FrameType | None:
+def _learn() -> tuple[FrameType | None, FrameType | None]:
     """Walk from SQLAlchemy's frame below the listener to the first one that is not
-    infrastructure (None: the chain ended), and remember the depth as a hint."""
+    infrastructure (None: the chain ended in this greenlet), and remember the depth as a hint.
+    Also returns the frame below it when that is a library's."""
     # 0 is this function, 1 _capture, 2 SQLAlchemy's execution or one of the listeners below
     # that call _capture (this module's frames are infrastructure too).
-    kinds = _kinds
+    kinds = frames.kinds
     frame: FrameType | None = sys._getframe(2)
     depth = 2
     below = None
@@ -518,32 +439,50 @@ def _learn() -> FrameType | None:
         filename = frame.f_code.co_filename
         kind = kinds.get(filename)
         if kind is None:
-            kind = _classify(filename)
-        if kind != _SKIP:
+            kind = frames.classify(filename)
+        if not kind & 1:
             break
         below = frame
         frame = frame.f_back
         depth += 1
+    library = False
     if below is not None:
+        library = frames.kind_of(below.f_code.co_filename) == frames.LIBRARY
         if len(_hints) >= _MAX_HINTS:
             del _hints[0]
-        _hints.append((depth - 2, below.f_code))  # counted from _capture's frame
-    return frame
+        _hints.append((depth - 2, below.f_code, library))  # counted from _capture's frame
+    return frame, below if library else None
+
+
+def _start(start: FrameType | None) -> tuple[Node | None, FrameType | None]:
+    """The node of a statement whose first frame that is not infrastructure is ``start`` (a
+    boundary, or None: the chain goes on in the parent greenlet), and the library frame below
+    the user's frame when there is one."""
+    user, glet, origin, below = frames.first_user(start, None)
+    if user is None:
+        return origin, None
+    return frames.node(user, glet), below if start is None else None
 
 
 # Relationship loads are recognised from the ORM's own state on the execution context: the
 # ORM load options (present only for ORM loads), the statement's loader path (not the root
-# path: a lazy load, or a selectin/subquery batch) and the load options' ``_lazy_loaded_from``
-# (the parent of a lazy load). No ORM event is needed: other statements pay one dict lookup.
+# path: a lazy load, or a selectin/subquery batch), the load options' ``_lazy_loaded_from``
+# (the parent of a lazy load) and ``_refresh_state`` (an object refreshed, or its expired
+# attributes reloaded). No ORM event is needed: other statements pay one dict lookup.
 _names: dict[Any, str] = {}
 
 
 def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
-    """``("lazy", "Model.attr", parent key)`` or ``("eager", "Model.attr", None)``, from the
-    statement and its ORM load options (``_sa_orm_load_options``)."""
+    """``("lazy", "Model.attr", parent key)``, ``("eager", "Model.attr", None)``,
+    ``("refresh" or "expired", "Model", key)``, from the statement and its ORM load options
+    (``_sa_orm_load_options``)."""
     path = getattr(getattr(statement, "_compile_options", None), "_current_path", None)
     if path is None or path.is_root:
-        return None
+        state = getattr(options, "_refresh_state", None)
+        if state is None:
+            return None
+        kind = "refresh" if _refreshing() else "expired"
+        return (kind, state.class_.__name__, state.key or id(state))
     prop = getattr(path, "prop", None)
     name = _names.get(prop)
     if name is None:
@@ -551,33 +490,49 @@ def _loader(statement: Any, options: Any) -> tuple[str, str, Any] | None:
     parent = getattr(options, "_lazy_loaded_from", None)
     if parent is None:
         return ("eager", name, None)
+    if _refreshing():
+        return ("eager", name, None)  # loaded by session.refresh(): the refresh loads it
     return ("lazy", name, parent.key or id(parent))
 
 
-# The recorder is a set of DialectEvents listeners (do_execute,
-# do_executemany, do_execute_no_params): they fire for every DB-API cursor execution,
-# insertmanyvalues batches included, and unlike ConnectionEvents they do not switch
-# SQLAlchemy's execution path to its slower, event-firing branch for every statement. The
-# recorder itself (``_capture``) listens to do_execute, the common case.
+def _refreshing() -> bool:
+    """Whether ``Session.refresh`` is on the stack (an ORM reload that is not a lazy one)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "refresh" and code.co_filename.endswith(_SESSION_FILES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_SESSION_FILES = (os.path.join("orm", "session.py"), os.path.join("asyncio", "session.py"))
+
+
+# The recorder is a set of DialectEvents listeners (do_execute, do_executemany,
+# do_execute_no_params): they fire for every DB-API cursor execution, insertmanyvalues batches
+# included, and unlike ConnectionEvents they do not switch SQLAlchemy's execution path to its
+# slower, event-firing branch for every statement. The recorder itself (``_capture``) listens
+# to do_execute, the common case.
 
 
 def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> None:
     if _targets:
-        _record(cursor, statement, parameters, context, True)
+        _capture(cursor, statement, parameters, context, True)
 
 
 def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> None:
     if _targets:
-        _record(cursor, statement, (), context, False)
+        _capture(cursor, statement, (), context, False)
 
 
 def _capture(
     cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool = False
 ) -> None:
     # The hot path: every line here runs once per statement while a window is open. Python
-    # calls are its main cost, so the common case (a known call path and call site, not an
-    # ORM relationship load) is written out here instead of in helpers, and recording is an
-    # append (QueryLog._fold counts later).
+    # calls are its main cost, so the common case (a known call path and frame instance, not
+    # an ORM relationship load) is written out here instead of in helpers, and recording is
+    # an append (QueryLog._fold counts later).
     if not _targets:
         return
     try:
@@ -594,19 +549,28 @@ def _capture(
         if not fingerprint:
             return
         # The first frame that is not infrastructure: a learned depth, else a walk.
-        for depth, code in _hints:
+        library = None
+        for depth, code, through_library in _hints:
             try:
                 hinted = _getframe(depth)
             except ValueError:
                 continue
             if hinted.f_code is code:
                 start = hinted.f_back
+                if through_library:
+                    library = hinted
                 break
         else:
-            start = _learn()
-        offsets = _offsets(start)
-        entry = _sites_by_offset.get(offsets)
-        site = entry[0] if entry is not None else _site(start, offsets)
+            start, library = _learn()
+        # A frame instance seen before (a loop): its node at this instruction, no walk.
+        found = None
+        if start is not None:
+            entry = _entries.get(start)
+            if entry is not None and entry.back is None:
+                found = entry.nodes.get(start.f_lasti)
+        if found is None:
+            found, below = _start(start)
+            library = library or below
         options = context.execution_options
         loader = (
             _loader(context.invoked_statement, options["_sa_orm_load_options"])
@@ -614,7 +578,7 @@ def _capture(
             else None
         )
         engine = connection.engine
-        raw = (statement, parameters, executemany, fingerprint, engine, site, loader)
+        raw = (statement, parameters, executemany, fingerprint, engine, found, loader, library)
         for only, pending, log, fold_at in _targets:
             if only is None or only is engine:
                 pending.append(raw)
@@ -625,13 +589,14 @@ def _capture(
             _listener_errors.append(error)
 
 
-_record = _capture
+_entries = frames.entries
 
 _LISTENERS = (
     ("do_execute", _capture),
     ("do_executemany", _do_executemany),
     ("do_execute_no_params", _do_execute_no_params),
 )
+
 
 def acquire() -> None:
     """Install the recorder (reference counted)."""
@@ -641,6 +606,7 @@ def acquire() -> None:
         if _users == 1:
             for name, listener in _LISTENERS:
                 event.listen(Engine, name, listener)
+            frames.install()
 
 
 def release() -> None:
@@ -651,6 +617,7 @@ def release() -> None:
         if _users == 0:
             for name, listener in _LISTENERS:
                 event.remove(Engine, name, listener)
+            frames.uninstall()
 
 
 def open_window(log: QueryLog) -> None:
@@ -659,6 +626,8 @@ def open_window(log: QueryLog) -> None:
     acquire()
     with _lock:
         _targets = (*_targets, (log._engine, log._pending, log, log._fold_at))
+        frames.windows_open[0] = True
+        frames.follow_anyio()
 
 
 def open_windows() -> list[QueryLog]:
@@ -675,4 +644,7 @@ def close_window(log: QueryLog) -> None:
             if _targets[index][2] is log:
                 _targets = _targets[:index] + _targets[index + 1 :]
                 break
+        if not _targets:
+            frames.windows_open[0] = False
+            frames.forget()  # the frames seen in the windows are released
     release()

@@ -114,16 +114,19 @@ _SCAN = re.compile(
     r"|(?P<op><=|>=|<|>|\(|\)|,)",
     re.DOTALL,
 )
-_PAGING_WORDS = frozenset({"limit", "offset", "first", "next", "top"})
+_LIMIT_WORDS = frozenset({"limit", "first", "next", "top"})
+_PAGING_WORDS = _LIMIT_WORDS | {"offset"}
 _RANGE_OPS = frozenset({"<", ">", "<=", ">="})
-_drops: dict[str, frozenset[int | str]] = {}
+_drops: dict[str, tuple[frozenset[int | str], frozenset[int | str]]] = {}
 _MAX_DROPS = 4096
 
 
-def _paging_parameters(sql: str) -> frozenset[int | str]:
-    """The parameters that only page through rows: ``LIMIT``/``OFFSET`` values, and the range
-    bounds of keyset pagination (``WHERE id > ? ORDER BY id LIMIT ?``)."""
-    paging: set[int | str] = set()
+def _paging_parameters(sql: str) -> tuple[frozenset[int | str], frozenset[int | str]]:
+    """The parameters that only page through rows: the ``LIMIT`` (``FETCH``, ``TOP``) values,
+    and the ``OFFSET`` values and range bounds of keyset pagination (``WHERE id > ? ORDER BY id
+    LIMIT ?``), which advance from page to page."""
+    limits: set[int | str] = set()
+    advancing: set[int | str] = set()
     ranged: set[int | str] = set()
     has_limit = has_order = False
     previous = before = ""
@@ -154,25 +157,42 @@ def _paging_parameters(sql: str) -> frozenset[int | str]:
         else:
             key = position
             position += 1
-        if previous in _PAGING_WORDS or (previous == "," and before == "limit?"):
-            paging.add(key)
+        if previous == "offset" or (previous == "," and before == "limit?"):
+            advancing.add(key)
+        elif previous in _LIMIT_WORDS:
+            limits.add(key)
         elif previous in _RANGE_OPS or (groups and groups[-1]):
             ranged.add(key)
         # "limit?" marks MySQL's LIMIT offset, count: the value after the comma pages too.
         before, previous = previous, ("limit?" if previous == "limit" else "?")
     if has_limit and has_order:
-        paging |= ranged
-    return frozenset(paging)
+        advancing |= ranged
+    return frozenset(limits), frozenset(advancing)
+
+
+def _split(sql: str) -> tuple[frozenset[int | str], frozenset[int | str]]:
+    split = _drops.get(sql)
+    if split is None:
+        if len(_drops) >= _MAX_DROPS:
+            _drops.clear()
+        split = _drops[sql] = _paging_parameters(sql)
+    return split
+
+
+def _pick(parameters: Any, keys: frozenset[int | str]) -> tuple[Any, ...]:
+    if isinstance(parameters, dict):
+        return tuple(parameters.get(key) for key in sorted(keys, key=str))
+    if isinstance(parameters, (tuple, list)):
+        return tuple(parameters[key] for key in sorted(keys, key=str) if isinstance(key, int)
+                     and key < len(parameters))
+    return ()
 
 
 def parameter_key(sql: str, parameters: Any) -> Any:
     """A hashable stand-in for one execution's values, leaving out the ones that only page."""
     try:
-        drop = _drops.get(sql)
-        if drop is None:
-            if len(_drops) >= _MAX_DROPS:
-                _drops.clear()
-            drop = _drops[sql] = _paging_parameters(sql)
+        limits, advancing = _split(sql)
+        drop = limits | advancing
         if isinstance(parameters, dict):
             key: Any = tuple(sorted(item for item in parameters.items() if item[0] not in drop))
         elif isinstance(parameters, (tuple, list)):
@@ -186,6 +206,98 @@ def parameter_key(sql: str, parameters: Any) -> Any:
         return key
     except Exception:
         return repr(parameters)[:200]
+
+
+def sample(sql: str, parameters: Any) -> tuple[Any, Any, Any]:
+    """One execution, as a shape samples it: its values without the paging ones, its paging
+    values (the limits, then the offsets and bounds that advance), and the parameters."""
+    try:
+        limits, advancing = _split(sql)
+        paging = (_pick(parameters, limits), _pick(parameters, advancing))
+        if _LIMIT_ONE.search(sql):
+            paging = ((1,), paging[1])
+        hash(paging)
+    except Exception:
+        paging = ((), ())
+    return parameter_key(sql, parameters), paging, parameters
+
+
+_LIMIT_ONE = re.compile(r"\b(?:limit|top)\s+1\b|\bfetch\s+(?:first|next)\s+1\s+rows?\b", re.I)
+_COLUMN_BEFORE = re.compile(
+    r"(?P<table>[A-Za-z_]\w*|\"[^\"]+\")\s*\.\s*(?P<column>[A-Za-z_]\w*|\"[^\"]+\")\s*"
+    r"(?:=|<=|>=|<>|!=|<|>|\bin\s*\()\s*\(?\s*$",
+    re.I,
+)
+
+
+def _placeholders(sql: str) -> list[tuple[int | str, str | None]]:
+    """The placeholders of ``sql`` in order (positional index, or name) with the
+    ``table.column`` each is compared with, when it can be read."""
+    found: list[tuple[int | str, str | None]] = []
+    position = 0
+    in_list: str | None = None
+    for match in _SCAN.finditer(sql):
+        kind = match.lastgroup
+        if kind in ("skip", "word"):
+            if kind == "word":
+                in_list = None if match.group("word").lower() != "in" else in_list
+            continue
+        if kind == "op":
+            if match.group("op") == ")":
+                in_list = None
+            continue
+        if kind == "dollar":
+            key: int | str = int(match.group("dollar")) - 1
+        elif kind in ("pyformat", "named"):
+            key = match.group(kind)
+        else:
+            key = position
+            position += 1
+        before = _COLUMN_BEFORE.search(sql, max(0, match.start() - 200), match.start())
+        column = None
+        if before is not None:
+            table, name = (part.strip('"') for part in before.group("table", "column"))
+            column = f"{table}.{name}"
+            if re.search(r"\bin\s*\(\s*$", before.group(), re.I):
+                in_list = column
+        elif sql[max(0, match.start() - 2) : match.start()].strip() == ",":
+            column = in_list
+        found.append((key, column))
+    return found
+
+
+def _value(parameters: Any, key: int | str) -> Any:
+    try:
+        return parameters[key]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def varying_column(sql: str, samples: Sequence[tuple[Any, Any, Any]]) -> str | None:
+    """``Post.author_id`` (or ``posts.author_id``) for the column whose value changed from one
+    sampled statement to the next; None when none can be told."""
+    try:
+        for key, column in _placeholders(sql):
+            if column is None:
+                continue
+            values = {repr(_value(parameters, key)) for _, _, parameters in samples}
+            if len(values) > 1:
+                return _attribute(column)
+    except Exception:
+        return None
+    return None
+
+
+def _attribute(column: str) -> str:
+    table, name = column.rsplit(".", 1)
+    for mapper in _mappers():
+        local = getattr(mapper, "local_table", None)
+        if getattr(local, "name", "").lower() != table.lower():
+            continue
+        for prop in mapper.column_attrs:
+            if any(getattr(col, "name", "").lower() == name.lower() for col in prop.columns):
+                return f"{mapper.class_.__name__}.{prop.key}"
+    return column
 
 
 # --- findings -------------------------------------------------------------------------------
@@ -207,12 +319,25 @@ MAX_DISTINCT = 64
 #: Kinds of finding: a relationship lazily loaded per parent, one SELECT per row from a loop,
 #: and the same SELECT with the same values run again and again.
 LAZY_LOAD, LOOP, REPEAT = "lazy_load", "loop", "repeat"
+#: Objects refreshed one by one: their expired attributes reloaded after ``commit()`` or
+#: ``expire()``, or ``session.refresh()`` called per object.
+EXPIRED, REFRESH = "expired_reload", "refresh"
 
 _READS = ("select", "with", "(select", "values")
 _PAGED = re.compile(r"\b(?:limit|offset|fetch (?:first|next)|top)\b")
 
 
-_FINDING_FIELDS = ("kind", "count", "distinct", "fingerprint", "sql", "call_site", "relationship")
+_FINDING_FIELDS = (
+    "kind",
+    "count",
+    "distinct",
+    "fingerprint",
+    "sql",
+    "call_site",
+    "relationship",
+    "column",
+    "invocation",
+)
 
 
 class Finding:
@@ -220,15 +345,17 @@ class Finding:
 
     # A plain class rather than a dataclass or a NamedTuple: creating a dataclass costs about a
     # millisecond at import (every run pays it), and a NamedTuple cannot have a ``count``.
-    __slots__ = ("call_site", "count", "distinct", "fingerprint", "kind", "relationship", "sql")
+    __slots__ = _FINDING_FIELDS
 
-    kind: str  # LAZY_LOAD, LOOP or REPEAT
-    count: int  # the statements of the pattern
-    distinct: int  # distinct parents (LAZY_LOAD, at most 64); parameter sets (1, or 2: several)
+    kind: str  # LAZY_LOAD, LOOP, REPEAT, EXPIRED or REFRESH
+    count: int  # the statements of the pattern (in the invocation that ran them)
+    distinct: int  # distinct parents (LAZY_LOAD, EXPIRED, REFRESH); distinct values sampled
     fingerprint: str
     sql: str  # the first statement, as sent
-    call_site: tuple[Location, ...]
-    relationship: str | None  # "User.posts" for LAZY_LOAD
+    call_site: tuple[Location, ...]  # innermost first, out to the test
+    relationship: str | None  # "User.posts" for LAZY_LOAD; "User" for EXPIRED and REFRESH
+    column: str | None  # for LOOP: the column whose value changed from one statement to the next
+    invocation: str | None  # the function one call of which ran the statements
 
     def __init__(
         self,
@@ -239,8 +366,12 @@ class Finding:
         sql: str,
         call_site: tuple[Location, ...],
         relationship: str | None = None,
+        column: str | None = None,
+        invocation: str | None = None,
     ) -> None:
-        values = (kind, count, distinct, fingerprint, sql, call_site, relationship)
+        values = (
+            kind, count, distinct, fingerprint, sql, call_site, relationship, column, invocation
+        )
         for name, value in zip(_FINDING_FIELDS, values, strict=True):
             object.__setattr__(self, name, value)
 
@@ -276,49 +407,154 @@ class Finding:
         return str(self.call_site[0]) if self.call_site else "?"
 
 
-def _finding(stats: ShapeStats, threshold: int) -> Finding | None:
+_SCHEMA = re.compile(
+    r"(?:create|drop|alter|truncate|comment on|pragma|show|describe|explain|analyze|vacuum)\b"
+    r"|.*\b(?:pg_catalog|information_schema|sqlite_master|sqlite_schema|sqlite_temp_master)\b"
+)
+
+
+def is_schema(shape: str) -> bool:
+    """Whether a fingerprint is schema or introspection work: DDL, ``PRAGMA``, a read of the
+    system catalogs (``create_all``'s and ``has_table``'s existence checks, reflection)."""
+    return _SCHEMA.match(shape) is not None
+
+
+def _invocation(stats: ShapeStats, threshold: int) -> tuple[int, Any, int] | None:
+    """The innermost frame of the chain one invocation of which ran ``threshold`` or more of
+    the statements (level, invocation, count): a frame of the code under test, or the
+    innermost frame when that is test code (a test that calls a one-query function once per
+    input is not a loop of that function)."""
+    tests = stats.example._site.tests
+    for level in range(len(stats.levels)):
+        if level and tests[level]:
+            continue
+        found = stats.invocation(level)
+        if found is not None and found[1] >= threshold:
+            return level, found[0], found[1]
+    return None
+
+
+def _values(samples: Sequence[tuple[Any, Any, Any]]) -> tuple[int, bool, bool]:
+    """How many distinct values the samples have, whether their paging values advance from
+    one to the next (pages), and whether they are the chunks of one IN list."""
+    values = [value for value, _, _ in samples]
+    distinct = len(set(values))
+    pages = False
+    if distinct <= 1 and len(samples) > 1:
+        limits = [paging[0] for _, paging, _ in samples]
+        advancing = [paging[1] for _, paging, _ in samples]
+        one_row = any(limit and all(v == 1 for v in limit) for limit in limits)
+        pages = not one_row and len(set(advancing)) == len(advancing) and bool(advancing[0])
+    return distinct, pages, distinct > 1 and _chunks(values)
+
+
+def _chunks(values: Sequence[Any]) -> bool:
+    """Disjoint value sets, all but the last of one size > 1: one IN list sent in chunks."""
+    try:
+        sets = [set(value) if isinstance(value, tuple) else {value} for value in values]
+    except TypeError:
+        return False
+    common = set.intersection(*sets)
+    sets = [each - common for each in sets]
+    size = len(sets[0])
+    if size < 2 or any(len(each) != size for each in sets[:-1]) or len(sets[-1]) > size:
+        return False
+    seen: set[Any] = set()
+    for each in sets:
+        if seen & each:
+            return False
+        seen |= each
+    return True
+
+
+def _finding(stats: ShapeStats, threshold: int, pages: set[int]) -> Finding | None:
     example = stats.example
     if stats.count < threshold or example.executemany or example.loader == "eager":
         return None  # eager loaders batch by design; executemany is one round-trip per batch
-    if not example.call_site_key:
-        return None  # library code alone (a pool or driver thread): no line of yours to fix
-    if example.loader == "lazy" and example.relationship:
-        parents = len(stats.parent_keys)
-        if parents < threshold:
+    if not example.call_site_key or example.background:
+        return None  # no line of yours (library code alone), or a poller started earlier
+    shape = example.fingerprint
+    if is_schema(shape):
+        return None  # create_all, reflection, has_table: SQLAlchemy's own schema work
+    found = _invocation(stats, threshold)
+    if found is None:
+        return None  # each repeat is its own call: separate requests, inputs, rounds
+    level, invocation, count = found
+    libraries = stats.libraries
+    if len(libraries) == 1 and None not in libraries:
+        return None  # all inside one call of a library: its own internals (Alembic's checks)
+    loader = example.loader
+    test_code = example._site.tests[level]
+    relationship = None
+    if loader == "lazy" and example.relationship:
+        distinct = len(stats.parent_keys)
+        if distinct < threshold:
             return None  # one parent reloaded (after expiry) is not N+1
         kind = LAZY_LOAD
-        distinct = parents
+        relationship = example.relationship
+    elif loader in ("expired", "refresh"):
+        distinct = len(stats.parent_keys)
+        if test_code or distinct < threshold:
+            return None  # a test reading its objects back after commit() is not the app's N+1
+        kind = EXPIRED if loader == "expired" else REFRESH
+        relationship = example.relationship
     else:
-        shape = example.fingerprint
         # Writes repeat legitimately (a test creating rows in a loop, per-row flushes the ORM
         # chooses): N+1 is a read pattern; budgets and executemany cover writes.
         if not shape.startswith(_READS):
             return None
-        distinct = len(stats.parameter_sets)
-        if distinct <= 1 and _PAGED.search(shape):
-            return None  # a pagination loop: only LIMIT/OFFSET (or keyset bounds) differ
+        distinct, paged, chunked = _values(stats.samples)
+        if paged:
+            pages.add(id(invocation))
+            return None  # a pagination loop: only the advancing offsets or bounds differ
+        if chunked:
+            return None  # one IN list sent in chunks
+        # distinct == 1 and not paged: identical values, or a range bound with LIMIT 1 that
+        # moves per row (never a page): a loop when the bounds differ.
+        if distinct <= 1 and len({paging for _, paging, _ in stats.samples}) > 1:
+            distinct = len({paging for _, paging, _ in stats.samples})
         kind = LOOP if distinct > 1 else REPEAT
     return Finding(
         kind,
-        stats.count,
+        count,
         distinct,
         example.fingerprint,
         example.sql,
         example.call_site,
-        example.relationship if kind == LAZY_LOAD else None,
+        relationship,
+        varying_column(example.sql, stats.samples) if kind == LOOP else None,
+        invocation_of(example.call_site, level),
     )
+
+
+def invocation_of(call_site: Sequence[Location], level: int) -> str | None:
+    """``function (path:line)`` of the frame whose invocation ran the statements."""
+    if level >= len(call_site):
+        return None
+    return call_site[level].function
 
 
 def findings(log: QueryLog, threshold: int) -> list[tuple[tuple[str, Any], Finding]]:
     """The findings of a window with their shape keys, in first-seen order."""
-    found = []
+    found: list[tuple[tuple[str, Any], Finding, ShapeStats]] = []
+    pages: set[int] = set()
     for key, stats in list(log.shapes.items()):
         if key in log.exempt:
             continue
-        finding = _finding(stats, threshold)
+        finding = _finding(stats, threshold, pages)
         if finding is not None:
-            found.append((key, finding))
-    return found
+            found.append((key, finding, stats))
+    result = []
+    for key, finding, stats in found:
+        if finding.kind == REPEAT and finding.fingerprint.startswith(_COUNTS) and pages:
+            invocation = _invocation(stats, threshold)
+            if invocation is not None and id(invocation[1]) in pages:
+                continue  # the per-page count(*) of a pagination loop is part of that loop
+        result.append((key, finding))
+    return result
+
+
+_COUNTS = ("select count(", "select count (")
 
 
 def find(log: QueryLog, threshold: int) -> list[Finding]:
@@ -354,9 +590,20 @@ class Allowance:
         return unused
 
 
+_STATEMENT = re.compile(r"\s*\(?\s*(?:select|with|insert|update|delete|values)\b", re.I)
+
+
 def _matches(entry: str, finding: Finding) -> bool:
+    """``Model.attr`` matches that relationship; a whole statement matches only a statement of
+    the same fingerprint (``...`` in it stands for any text); any other text matches the
+    fingerprints that contain it."""
     if finding.relationship is not None and entry == finding.relationship:
         return True
+    if _STATEMENT.match(entry):
+        # "..." stands for any text (a long select list, elided).
+        parts = fingerprint(entry).split("...")
+        pattern = ".*?".join(map(re.escape, parts))
+        return re.fullmatch(pattern, finding.fingerprint, re.DOTALL) is not None
     text = entry.strip().lower()
     return bool(text) and (text in finding.fingerprint or fingerprint(entry) in finding.fingerprint)
 

@@ -243,20 +243,60 @@ def _parent_class(relationship: str) -> str:
     return relationship.rsplit(".", 1)[0]
 
 
-def _site_lines(call_site: Sequence[Location], indent: str = "  ") -> list[str]:
+#: Frames of a chain shown in an N+1 message; the innermost and the outermost (the test's
+#: line) are always among them.
+_CHAIN_SHOWN = 8
+
+
+def _site_lines(
+    call_site: Sequence[Location], indent: str = "  ", *, depth: int = 2
+) -> list[str]:
+    """``from`` the innermost frame, then up to ``depth - 1`` callers; a longer chain shows
+    its outermost frame (the test's line) last, after how many frames were left out."""
     if not call_site:
         return [f"{indent}from (no frame of your code on the stack)"]
     lines = [f"{indent}from {call_site[0]}"]
-    if len(call_site) > 1:
-        lines.append(f"{indent}called from {call_site[1]}")
+    callers = list(call_site[1:])
+    if len(callers) >= depth and depth > 2:
+        left_out = len(callers) - (depth - 3) - 1
+        callers = [*callers[: depth - 3], f"... ({plural(left_out, 'frame')})", callers[-1]]
+        lines.extend(f"{indent}called from {site}" for site in callers[:-2])
+        lines.append(f"{indent}{callers[-2]}")
+        lines.append(f"{indent}called from {callers[-1]}")
+        return lines
+    lines.extend(f"{indent}called from {site}" for site in callers[: depth - 1])
     return lines
 
 
-def loop_fix(shape: str) -> str:
-    """How to replace one query per row by one query for all rows."""
-    hint = detection.model_hint(shape)
-    model, column = hint if hint is not None else ("Model", "column")
-    return f"load all rows in one query, e.g. select({model}).where({model}.{column}.in_(ids))"
+def loop_fix(shape: str, column: str | None = None, *, guess: bool = False) -> str:
+    """How to replace one query per row by one query for all rows (``column``: the one whose
+    value changed from one statement to the next, ``Model.attr`` or ``table.column``; with
+    ``guess``, the first key column of the statement when none is known)."""
+    if column is None and guess:
+        hint = detection.model_hint(shape)
+        column = f"{hint[0]}.{hint[1]}" if hint is not None else None
+    if column is None:
+        return "load all rows in one query (an IN list of the values that changed)"
+    model = column.rsplit(".", 1)[0]
+    if "." in column and column[:1].isupper():
+        return f"load all rows in one query, e.g. select({model}).where({column}.in_(ids))"
+    return f"load all rows in one query, e.g. ... WHERE {column} IN (...)"
+
+
+_SELECT_LIST = re.compile(r"^(\s*select\s+(?:distinct\s+)?)(.*?)(\s+from\s)", re.I | re.S)
+
+
+def sql_shown(sql: str, width: int = _SQL_WIDTH) -> str:
+    """The statement on one line; a long one loses its select list first, so that the FROM and
+    WHERE clauses that tell statements apart stay."""
+    text = _WHITESPACE.sub(" ", sql).strip()
+    if len(text) <= width:
+        return text
+    match = _SELECT_LIST.match(text)
+    if match is not None:
+        first = match.group(2).split(",", 1)[0].strip()
+        text = f"{match.group(1)}{first}, ...{match.group(3)}{text[match.end():]}"
+    return text if len(text) <= 2 * width else text[: 2 * width - 3] + "..."
 
 
 def lazy_fix(relationship: str) -> str:
@@ -268,15 +308,20 @@ def lazy_fix(relationship: str) -> str:
 
 
 def allow_entry(finding: detection.Finding) -> str:
-    """A short ``allow_nplusone`` argument that matches the finding."""
-    if finding.relationship:
+    """The ``allow_nplusone`` argument that matches exactly this finding: its relationship, or
+    its whole fingerprint (a whole statement matches only the same statement)."""
+    if finding.kind == detection.LAZY_LOAD and finding.relationship:
         return finding.relationship
     shape = finding.fingerprint
-    start = shape.find("from ")
-    entry = shape[start if start >= 0 else 0 :]
-    if len(entry) > 60:
-        entry = entry[:60].rsplit(" ", 1)[0]
-    return entry
+    match = _SELECT_LIST.match(shape)
+    if match is not None and len(match.group(2)) > _ALLOW_SELECT_LIST:
+        first = match.group(2).split(",", 1)[0].strip()
+        shape = f"{match.group(1)}{first}, ...{match.group(3)}{shape[match.end():]}"
+    return shape
+
+
+#: A longer select list is elided (``...``) in a suggested allow entry.
+_ALLOW_SELECT_LIST = 60
 
 
 def _distinct(count: int) -> str:
@@ -284,25 +329,43 @@ def _distinct(count: int) -> str:
 
 
 def nplusone_finding(finding: detection.Finding) -> str:
-    """One N+1 finding: what repeated, how often, where, the SQL and the fix."""
+    """One N+1 finding: what repeated, how often, in which call, where, the SQL and the fix."""
     times = plural(finding.count, "time")
+    call = f" in one call of {finding.invocation}" if finding.invocation else ""
     if finding.kind == detection.LAZY_LOAD and finding.relationship:
         parent = _parent_class(finding.relationship)
         headline = (
-            f"N+1 query: {finding.relationship} was lazily loaded {times}, "
+            f"N+1 query: {finding.relationship} was lazily loaded {times}{call}, "
             f"for {_distinct(finding.distinct)} different {parent} objects."
         )
         fix = lazy_fix(finding.relationship)
-    elif finding.kind == detection.LOOP:
-        headline = f"N+1 query: the same SELECT ran {times} from one line, with different values."
-        fix = loop_fix(finding.fingerprint)
-    else:
-        headline = (
-            f"Repeated query: the same SELECT ran {times} from one line, with the same values."
+    elif finding.kind in (detection.EXPIRED, detection.REFRESH) and finding.relationship:
+        what = (
+            "reloaded after commit() or expire()"
+            if finding.kind == detection.EXPIRED
+            else "refreshed with session.refresh()"
         )
+        headline = (
+            f"N+1 query: {_distinct(finding.distinct)} {finding.relationship} objects were "
+            f"{what} one by one, {times}{call}."
+        )
+        fix = (
+            f"load them again in one query (select({finding.relationship})"
+            f".where({finding.relationship}.id.in_(ids)))"
+            + (
+                ", or keep them loaded: sessionmaker(..., expire_on_commit=False)"
+                if finding.kind == detection.EXPIRED
+                else ""
+            )
+        )
+    elif finding.kind == detection.LOOP:
+        headline = f"N+1 query: the same SELECT ran {times}{call}, with different values."
+        fix = loop_fix(finding.fingerprint, finding.column)
+    else:
+        headline = f"Repeated query: the same SELECT ran {times}{call}, with the same values."
         fix = "run it once and reuse the result"
-    lines = [headline, *_site_lines(finding.call_site)]
-    lines.append(f"  SQL: {shorten(finding.sql, _SQL_WIDTH)}")
+    lines = [headline, *_site_lines(finding.call_site, depth=_CHAIN_SHOWN)]
+    lines.append(f"  SQL: {sql_shown(finding.sql)}")
     lines.append(f"  fix: {fix}")
     lines.append(f"  or, if intended: @pytest.mark.allow_nplusone({allow_entry(finding)!r})")
     return "\n".join(lines)
@@ -347,7 +410,7 @@ def scale_failure(
                 example.relationship
             )
         else:
-            fix = loop_fix(example.fingerprint)
+            fix = loop_fix(example.fingerprint, guess=True)
         if fix not in fixes:
             fixes.append(fix)
     lines.extend(f"fix: {fix}" for fix in fixes[:3])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from . import allow_lazy, assertions, capture, detection, gate, messages, settings
+from . import allow_lazy, assertions, capture, detection, frames, gate, messages, settings
 from .capture import QueryLog
 
 if TYPE_CHECKING:  # at run time imported with the ORM (_orm): a Core-only suite never pays
@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(listener, _REPORT_LISTENER)
     config.stash[settings_key] = resolved
     capture.set_root(config.rootpath)
+    frames.set_test_patterns(config.getini("python_files"))
     capture.set_ignore(resolved.ignore)
     assertions.show_params = resolved.show_params
     capture.acquire()
@@ -358,6 +359,7 @@ def pytest_runtest_makereport(
     state = item.stash.get(test_key, None) if call.when == "call" else None
     if state is not None:
         gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
+        state.log.release()  # the frames that told invocations apart: findings are made
     return report
 
 

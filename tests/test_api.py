@@ -61,7 +61,6 @@ def test_capture_queries_records_every_statement(engine: Engine) -> None:
     assert first.engine == "sqlite://"
 
 
-@pytest.mark.allow_nplusone("select ?")  # the repeated statement is the point of this test
 def test_assert_queries_message(engine: Engine) -> None:
     def three_queries() -> None:
         for _ in range(3):

@@ -31,6 +31,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import selectinload
 
+import app
 from conftest import make_engine
 from models import Comment, Post, User
 
@@ -62,13 +63,8 @@ async def test_same_parameters_repeated(session):
         await session.scalar(select(func.count()).select_from(User))  # REPEAT
 
 
-async def load_titles(sessionmaker, user_id):
-    async with sessionmaker() as session:
-        return (await session.scalars(select(Post.title).where(Post.author_id == user_id))).all()  # CHILD
-
-
 async def test_gather_children_looped(sessionmaker):
-    await asyncio.gather(*(load_titles(sessionmaker, user_id) for user_id in (1, 2, 3)))
+    await app.titles_of_each(sessionmaker, (1, 2, 3))
 
 
 def test_thread_looped():
@@ -90,6 +86,23 @@ def test_thread_looped():
 async def test_budget_and_finding(session):
     for post_id in (1, 2, 3):
         await session.get(Post, post_id)  # BOTH
+"""
+
+APP = """
+import asyncio
+
+from sqlalchemy import select
+
+from models import Post
+
+
+async def load_titles(sessionmaker, user_id):
+    async with sessionmaker() as session:
+        return (await session.scalars(select(Post.title).where(Post.author_id == user_id))).all()  # CHILD
+
+
+async def titles_of_each(sessionmaker, user_ids):
+    return await asyncio.gather(*(load_titles(sessionmaker, user_id) for user_id in user_ids))  # GATHER
 """
 
 CLEAN = """
@@ -179,6 +192,7 @@ def line_of(source: str, marker: str) -> int:
 
 
 def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
+    project.write_test(APP, name="app")
     project.write_test(LOOPS)
     result = project.run()
     result.assert_outcomes(failed=10)
@@ -188,18 +202,20 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
         result.stdout.fnmatch_lines(
             [
                 f"*test_per_row_loop?{n}?*",
-                f"N+1 query: the same SELECT ran {n} times from one line, with different values.",
+                f"N+1 query: the same SELECT ran {n} times in one call of test_per_row_loop, "
+                "with different values.",
                 f"  from test_scenario.py:{loop} in test_per_row_loop",
                 "  SQL: SELECT comments.id* FROM comments WHERE comments.post_id = *",
                 "  fix: load all rows in one query, e.g. "
                 "select(Comment).where(Comment.post_id.in_(ids))",
                 "  or, if intended: @pytest.mark.allow_nplusone("
-                "'from comments where comments.post_id = ?')",
+                "'select comments.id, * from comments where comments.post_id = *')",
             ]
         )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            "N+1 query: User.posts was lazily loaded 5 times in one call of "
+            "test_awaitable_attrs_loop, for 5 different User objects.",
             f"  from test_scenario.py:{attrs} in test_awaitable_attrs_loop",
             "  SQL: SELECT posts.id* FROM posts WHERE * = posts.author_id*",  # 2.0 adds labels
             "  fix: eager-load it where the User objects are loaded: "
@@ -209,7 +225,8 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 3 times in one call of test_session_get_loop, "
+            "with different values.",
             f"  from test_scenario.py:{get} in test_session_get_loop",
             "  SQL: SELECT posts.id* FROM posts WHERE posts.id = *",
             "  fix: load all rows in one query, e.g. select(Post).where(Post.id.in_(ids))",
@@ -217,29 +234,38 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 5 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 5 times in one call of "
+            "test_per_row_loop_with_limit, with different values.",
             f"  from test_scenario.py:{limited} in test_per_row_loop_with_limit",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "Repeated query: the same SELECT ran 3 times from one line, with the same values.",
+            "Repeated query: the same SELECT ran 3 times in one call of "
+            "test_same_parameters_repeated, with the same values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# REPEAT')} in test_same_parameters_repeated",
             "  SQL: SELECT count(*) AS count_1 FROM users",
             "  fix: run it once and reuse the result",
         ]
     )
-    # Queries in asyncio.gather children and in another thread are attributed to their line.
+    # Queries in asyncio.gather children belong to the call that gathered them; in another
+    # thread, to the code that started it.
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
-            f"  from test_scenario.py:{line_of(LOOPS, '# CHILD')} in load_titles",
+            "N+1 query: the same SELECT ran 3 times in one call of titles_of_each, "
+            "with different values.",
+            f"  from app.py:{line_of(APP, '# CHILD')} in load_titles",
+            f"  called from app.py:{line_of(APP, '# GATHER')} in titles_of_each",
+            f"  called from test_scenario.py:{line_of(LOOPS, 'await app.titles_of_each')} "
+            "in test_gather_children_looped",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 3 times in one call of work, with different values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# THREAD')} in work",
+            f"  called from test_scenario.py:{line_of(LOOPS, 'thread.start()')} "
+            "in test_thread_looped",
         ]
     )
     # A budget and a finding fail one test, in one message.
@@ -249,7 +275,8 @@ def test_loops_are_caught_with_their_line_sql_and_fix(project: Project) -> None:
             "*",
             "fix: *",
             "",
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 3 times in one call of test_budget_and_finding, "
+            "with different values.",
             f"  from test_scenario.py:{line_of(LOOPS, '# BOTH')} in test_budget_and_finding",
         ]
     )
@@ -284,7 +311,7 @@ def test_threshold_from_ini(project: Project) -> None:
         [
             "*noplusone: * threshold=3*",
             "*test_loop?3?*",
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 3 times in one call of test_loop, with different values.",
         ]
     )
     result.stdout.no_fnmatch_line("*ran 2 times*")
@@ -296,8 +323,8 @@ def test_warn_mode_warns_once_per_finding_and_off_mode_is_silent(project: Projec
     result.assert_outcomes(passed=2, warnings=2)
     result.stdout.fnmatch_lines(
         [
-            "*NPlusOneWarning: N+1 query: the same SELECT ran 2 times from one line*",
-            "*NPlusOneWarning: N+1 query: the same SELECT ran 3 times from one line*",
+            "*NPlusOneWarning: N+1 query: the same SELECT ran 2 times in one call of test_loop*",
+            "*NPlusOneWarning: N+1 query: the same SELECT ran 3 times in one call of test_loop*",
         ]
     )
     result = project.run("-o", "noplusone_nplusone=off", "-W", "error")
@@ -361,7 +388,7 @@ def test_allow_marker(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*test_entry_allows_only_what_it_names*",
-            "N+1 query: the same SELECT ran 3 times from one line, with different values.",
+            "N+1 query: the same SELECT ran 3 times in one call of comments_loop, with different values.",
             f"  from test_scenario.py:{line_of(ALLOW, '# COMMENTS')} in comments_loop",
             f"  called from test_scenario.py:{line_of(ALLOW, '# ONLY')} "
             "in test_entry_allows_only_what_it_names",
@@ -415,19 +442,29 @@ def _by_id(conn: Connection, item_id: int) -> None:
 def test_threshold_is_inclusive_and_values_tell_loops_from_repeats(conn: Connection) -> None:
     with capture_queries() as loop:
         for item_id in (1, 2):
-            _by_id(conn, item_id)
+            conn.execute(select(items).where(items.c.id == item_id)).all()
     with capture_queries() as repeat:
         for _ in range(3):
-            _by_id(conn, 1)
+            conn.execute(select(items).where(items.c.id == 1)).all()
     assert [finding.kind for finding in find(loop, 2)] == [LOOP]
     assert find(loop, 3) == []
     (finding,) = find(repeat, 3)
     assert (finding.kind, finding.count, finding.distinct) == (REPEAT, 3, 1)
     assert finding.location.startswith("tests/test_detection.py:")
-    assert finding.location.endswith(" in _by_id")
-    assert finding.call_site[1].function == (
-        "test_threshold_is_inclusive_and_values_tell_loops_from_repeats"
+    assert finding.location.endswith(
+        " in test_threshold_is_inclusive_and_values_tell_loops_from_repeats"
     )
+    assert len(finding.call_site) == 1
+
+
+def test_a_test_calling_a_test_helper_once_per_input_is_no_loop(conn: Connection) -> None:
+    """Each call of the helper is its own invocation: the repeats share only the test's frame,
+    which is not the innermost one."""
+    with capture_queries() as log:
+        for item_id in (1, 2, 3):
+            _by_id(conn, item_id)
+    assert log.count == 3
+    assert find(log, 2) == []
 
 
 def test_same_statement_from_two_lines_writes_and_pages_are_not_findings(
@@ -458,7 +495,7 @@ def test_a_per_row_loop_with_a_limit_is_still_a_loop(conn: Connection) -> None:
 def test_allowance_entries_match_by_substring_or_sql_and_report_unused(conn: Connection) -> None:
     with capture_queries() as log:
         for item_id in (1, 2):
-            _by_id(conn, item_id)
+            conn.execute(select(items).where(items.c.id == item_id)).all()
     allow = Allowance(entries=("WHERE  items.id = :id_1", "Item.nothing"))
     outcome = check(log, 2, allow)
     assert outcome.findings == []
@@ -474,7 +511,7 @@ def test_a_finding_is_an_immutable_value(conn: Connection) -> None:
     def one() -> Finding:
         with capture_queries() as log:
             for item_id in (1, 2):
-                _by_id(conn, item_id)
+                conn.execute(select(items).where(items.c.id == item_id)).all()
         (finding,) = find(log, 2)
         return finding
 

@@ -158,7 +158,7 @@ def test_sync_loop_fails_with_counts_per_scale(engine: Engine) -> None:
         "  SELECT books.id, books.author_id FROM books WHERE books.author_id = ?: 2 -> 3 -> 10"
     )
     assert lines[2].startswith("      from tests/test_scale.py:")
-    assert lines[-1] == "fix: load all rows in one query, e.g. select(Model).where(Model.column.in_(ids))"
+    assert lines[-1] == "fix: load all rows in one query (an IN list of the values that changed)"
 
 
 def test_warmup_hides_first_use_caches(engine: Engine) -> None:
