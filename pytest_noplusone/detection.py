@@ -424,14 +424,18 @@ def _invocation(stats: ShapeStats, threshold: int) -> tuple[int, Any, int] | Non
     the statements (level, invocation, count): a frame of the code under test, or the
     innermost frame when that is test code (a test that calls a one-query function once per
     input is not a loop of that function)."""
-    tests = stats.example._site.tests
+    site = stats.example._site
+    tests = site.tests
     for level in range(len(stats.levels)):
-        if level and tests[level]:
-            continue
+        if (level and tests[level]) or site.frames[level][2] in _COMPREHENSIONS:
+            continue  # a comprehension is part of its function (inlined from Python 3.12 on)
         found = stats.invocation(level)
         if found is not None and found[1] >= threshold:
             return level, found[0], found[1]
     return None
+
+
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 
 
 def _values(samples: Sequence[tuple[Any, Any, Any]]) -> tuple[int, bool, bool]:

@@ -256,7 +256,12 @@ def _site_lines(
     if not call_site:
         return [f"{indent}from (no frame of your code on the stack)"]
     lines = [f"{indent}from {call_site[0]}"]
-    callers = list(call_site[1:])
+    # A comprehension or lambda on its caller's line adds nothing: its caller is shown.
+    callers = [
+        site
+        for index, site in enumerate(call_site[1:], start=1)
+        if index + 1 >= len(call_site) or not _same_line(site, call_site[index + 1])
+    ]
     if len(callers) >= depth and depth > 2:
         left_out = len(callers) - (depth - 3) - 1
         callers = [*callers[: depth - 3], f"... ({plural(left_out, 'frame')})", callers[-1]]
@@ -266,6 +271,12 @@ def _site_lines(
         return lines
     lines.extend(f"{indent}called from {site}" for site in callers[: depth - 1])
     return lines
+
+
+def _same_line(inner: Location, outer: Location) -> bool:
+    return (inner.filename, inner.lineno) == (outer.filename, outer.lineno) and (
+        inner.function.startswith("<")
+    )
 
 
 def loop_fix(shape: str, column: str | None = None, *, guess: bool = False) -> str:
