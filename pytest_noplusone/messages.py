@@ -263,10 +263,9 @@ def _site_lines(
         if index + 1 >= len(call_site) or not _same_line(site, call_site[index + 1])
     ]
     if len(callers) >= depth and depth > 2:
-        left_out = len(callers) - (depth - 3) - 1
-        callers = [*callers[: depth - 3], f"... ({plural(left_out, 'frame')})", callers[-1]]
-        lines.extend(f"{indent}called from {site}" for site in callers[:-2])
-        lines.append(f"{indent}{callers[-2]}")
+        shown = callers[: depth - 3]
+        lines.extend(f"{indent}called from {site}" for site in shown)
+        lines.append(f"{indent}... ({plural(len(callers) - len(shown) - 1, 'frame')})")
         lines.append(f"{indent}called from {callers[-1]}")
         return lines
     lines.extend(f"{indent}called from {site}" for site in callers[: depth - 1])
