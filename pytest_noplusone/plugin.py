@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -29,6 +29,9 @@ enforcer_key = pytest.StashKey["enforcement.Enforcer | None"]()
 orm_key = pytest.StashKey[bool]()
 #: The ``noplusone_allow_lazy`` entries, parsed once at configure.
 ini_allow_lazy_key = pytest.StashKey[frozenset[allow_lazy.Pattern]]()
+#: What the xdist workers' audits found (on the controller).
+worker_audit_key = pytest.StashKey[list[tuple[str, str, str, int]]]()
+_AUDIT_OUTPUT = "noplusone_audit"
 _REPORT_LISTENER = "noplusone-report-listener"
 
 
@@ -104,6 +107,31 @@ def pytest_configure(config: pytest.Config) -> None:
     capture.acquire()
     config.stash[enforcer_key] = None
     _orm(config)
+    if resolved.audit and config.pluginmanager.hasplugin("xdist"):
+        config.stash[worker_audit_key] = []
+        config.pluginmanager.register(_WorkerAudits(config), "noplusone-worker-audits")
+
+
+class _WorkerAudits:
+    """Collects the audits of the xdist workers, which import the test modules (and so the
+    models that only they import); registered only when xdist is present."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        entries = getattr(node, "workeroutput", {}).get(_AUDIT_OUTPUT, [])
+        self.config.stash[worker_audit_key].extend(tuple(entry) for entry in entries)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    resolved = config.stash.get(settings_key, None)
+    if resolved is not None and resolved.audit and hasattr(config, "workeroutput"):
+        from . import enforcement
+
+        entries = enforcement.audit(config.stash.get(enforcer_key, None))
+        config.workeroutput[_AUDIT_OUTPUT] = [list(entry) for entry in entries]
 
 
 def _orm(config: pytest.Config) -> bool:
@@ -387,8 +415,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         from . import enforcement  # the audit reads the mappers: the ORM is imported anyway
 
         enforcer = terminalreporter.config.stash.get(enforcer_key, None)
+        entries = set(enforcement.audit(enforcer))
+        workers = terminalreporter.config.stash.get(worker_audit_key, [])
+        entries.update(enforcement.AuditEntry(*entry) for entry in workers)
         terminalreporter.write_sep("=", "noplusone audit")
-        for line in messages.audit_report(enforcement.audit(enforcer)):
+        ordered = sorted(entries, key=lambda entry: (entry.filename, entry.lineno, entry.name))
+        for line in messages.audit_report(ordered):
             terminalreporter.write_line(line)
     gate_state = terminalreporter.config.stash.get(gate_key, None)
     if gate_state is not None:

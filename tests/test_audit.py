@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from conftest import MODELS, Project
 
 MORE_MODELS = '''
@@ -82,3 +83,22 @@ def test_audit_lists_implicit_lazy_relationships_with_kind_and_line(project: Pro
     assert result.stdout.str().count("noplusone audit:") == 1
     result.stdout.no_fnmatch_line("*Shelf.books*")
     result.stdout.no_fnmatch_line("*Book.shelf*")
+
+
+def _audit_lines(result: pytest.RunResult) -> list[str]:
+    lines = result.stdout.lines
+    start = next(i for i, text in enumerate(lines) if text.startswith("noplusone audit:"))
+    end = next(i for i, text in enumerate(lines) if text.startswith("fix: give each"))
+    return lines[start : end + 1]
+
+
+def test_the_audit_under_xdist_merges_what_the_workers_see(project: Project) -> None:
+    """The models that only a test module imports exist on the workers, not on the controller:
+    the audit under -n 2 is the audit of -n 0, never a false all-clear."""
+    project.pytester.makepyfile(more=MORE_MODELS)
+    project.write_test(AUDIT_TEST)
+    serial = project.run("--noplusone-audit")
+    parallel = project.run("--noplusone-audit", "-n", "2")
+    parallel.assert_outcomes(passed=1)
+    assert _audit_lines(parallel) == _audit_lines(serial)
+    assert any("Book.owner" in text for text in _audit_lines(parallel))
