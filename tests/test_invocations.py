@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from conftest import Project
 
 APP = """
@@ -317,3 +318,96 @@ def test_one_invocation_is_a_finding_separate_calls_are_not(project: Project) ->
         "test_a_poller_started_by_a_fixture",
     ):
         assert f"_ {passing} _" not in result.stdout.str()
+
+
+SYNC_APP = """
+from sqlalchemy import select
+
+from sync_models import Item
+
+
+def item(session, item_id):
+    return session.execute(select(Item).where(Item.id == item_id)).scalar_one()  # GET
+
+
+def items(session, ids):
+    return [item(session, item_id) for item_id in ids]  # EACH
+"""
+
+SYNC_MODELS = """
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(20))
+"""
+
+SYNC_TESTS = """
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+import sync_app
+from sync_models import Base, Item
+
+
+@pytest.fixture
+def session(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/sync.sqlite3")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Item(id=i, name=f"item {i}") for i in range(1, 6)])
+        session.commit()
+        yield session
+    engine.dispose()
+
+
+def rounds(fn, n=3):  # as pytest-benchmark runs its rounds: one call of fn each
+    for _ in range(n):
+        fn()
+
+
+def test_sync_app_loop(session):
+    sync_app.items(session, [1, 2, 3])  # ITEMS
+
+
+def test_sync_one_call_per_input(session):
+    for item_id in (1, 2, 3):
+        sync_app.item(session, item_id)
+
+
+def test_sync_rounds_of_a_lambda(session):
+    rounds(lambda: session.execute(select(Item).where(Item.id == 1)).all())
+"""
+
+
+def test_sync_code_follows_the_same_rule(pytester: pytest.Pytester) -> None:
+    """Sync Session, no greenlet: the app's loop is a finding; a test calling the app once per
+    input, and rounds of a lambda, are not."""
+    pytester.makepyfile(sync_models=SYNC_MODELS, sync_app=SYNC_APP, test_sync=SYNC_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    app = pytester.path / "sync_app.py"
+    lines = app.read_text().splitlines()
+    get = next(n for n, text in enumerate(lines, 1) if "# GET" in text)
+    each = next(n for n, text in enumerate(lines, 1) if "# EACH" in text)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_sync_app_loop _*",
+            "N+1 query: the same SELECT ran 3 times in one call of items, with different values.",
+            f"  from sync_app.py:{get} in item",
+            f"  called from sync_app.py:{each} in *",
+            "  called from test_sync.py:* in test_sync_app_loop",
+            "  SQL: SELECT items.id, items.name FROM items WHERE items.id = ?",
+            "  fix: load all rows in one query, e.g. select(Item).where(Item.id.in_(ids))",
+            "  or, if intended: @pytest.mark.allow_nplusone("
+            "'select items.id, items.name from items where items.id = ?')",
+        ]
+    )
