@@ -22,6 +22,7 @@ import asyncio
 import asyncio.base_events
 import concurrent.futures.thread
 import contextlib
+import contextvars
 import fnmatch
 import inspect
 import os
@@ -298,11 +299,12 @@ def _position(frame: FrameType, entry: _Entry) -> Node:
 
 
 def first_user(
-    frame: FrameType | None, glet: Any
+    frame: FrameType | None, glet: Any, threads: bool = True
 ) -> tuple[FrameType | None, Any, Node | None, FrameType | None]:
     """From ``frame`` outwards (``frame`` included), the first user frame with its greenlet, or
-    None and the node of the code that created this task or handed this work to this thread.
-    Last, the frame just below the user frame when it is a library's."""
+    None and the node of the code that created this task or handed this work over (to this
+    thread too, with ``threads``). Last, the frame just below the user frame when it is a
+    library's."""
     below = None
     while True:
         while frame is not None:
@@ -314,13 +316,16 @@ def first_user(
                 return frame, glet, None, below if below is not None and _library(below) else None
             if kind == BOUNDARY:
                 if filename == _ASYNCIO_EVENTS:
-                    return None, None, _task_origin(), None
+                    handed = _task_origin()
+                    if handed is None and threads:
+                        handed = _thread_origin()
+                    return None, None, handed, None
                 return None, None, None, None
             below = frame
             frame = frame.f_back
         parent = (glet if glet is not None else greenlet.getcurrent()).parent
         if parent is None:
-            return None, None, _thread_origin(), None
+            return None, None, _thread_origin() if threads else None, None
         glet = parent
         frame = parent.gr_frame
 
@@ -340,11 +345,12 @@ _ORIGIN = "_noplusone_origin"
 windows_open: list[bool] = [False]
 
 
-def origin(frame: FrameType | None) -> Node | None:
+def origin(frame: FrameType | None, threads: bool = True) -> Node | None:
     """The node of the first user frame from ``frame`` outwards (through asyncio's, the
-    executor's and the libraries' frames), marked as background when no window is open."""
+    executor's and the libraries' frames), marked as background when no window is open
+    (``threads``: or else of the code that handed the work to this thread)."""
     try:
-        parent, glet, handed, _ = first_user(frame, None)
+        parent, glet, handed, _ = first_user(frame, None, threads)
         if parent is None:
             return handed
         found = node(parent, glet)
@@ -356,11 +362,14 @@ def origin(frame: FrameType | None) -> Node | None:
 
 
 def _task_origin() -> Node | None:
+    """The code of yours that created the running task, or that handed it over from another
+    thread (a blocking portal's call)."""
     try:
         task = asyncio.current_task()
     except RuntimeError:
         return None
-    return _task_origins.get(task) if task is not None else None
+    found = _task_origins.get(task) if task is not None else None
+    return found if found is not None else _handover.get()
 
 
 def _thread_origin() -> Node | None:
@@ -372,9 +381,30 @@ def _thread_origin() -> Node | None:
 
 def _create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
     task = _originals["create_task"](self, coro, *args, **kwargs)
+    # Code of yours in this thread, or the task that runs this code: a task started by a
+    # library in a thread of its own (a portal) is handed over by the portal's caller instead.
     with contextlib.suppress(TypeError):  # a task type that takes no weak reference
-        _task_origins[task] = origin(sys._getframe(1))
+        _task_origins[task] = origin(sys._getframe(1), threads=False)
     return task
+
+
+#: The code of yours that handed a task over from another thread (a blocking portal's call);
+#: set inside that task, so it reaches the tasks it creates too.
+_handover: contextvars.ContextVar[Node | None] = contextvars.ContextVar(
+    "noplusone_handover", default=None
+)
+
+
+def _start_task_soon(self: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    handover = origin(sys._getframe(1))
+    if handover is not None:
+        inner = func
+
+        def func(*args: Any, **kwargs: Any) -> Any:
+            _handover.set(handover)  # in the portal's task: its own context
+            return inner(*args, **kwargs)
+
+    return _originals["start_task_soon"](self, func, *args, **kwargs)
 
 
 def _start(self: threading.Thread) -> None:
@@ -425,11 +455,19 @@ def install() -> None:
 
 
 def follow_anyio() -> None:
-    """Follow ``anyio.to_thread.run_sync`` (Starlette's ``run_in_threadpool``) once imported."""
+    """Follow ``anyio.to_thread.run_sync`` (Starlette's ``run_in_threadpool``) and blocking
+    portals' calls (Starlette's ``TestClient``) once anyio is imported."""
+    if not _originals:
+        return
     to_thread: Any = sys.modules.get("anyio.to_thread")
-    if to_thread is not None and "run_sync" not in _originals and _originals:
+    if to_thread is not None and "run_sync" not in _originals:
         _originals["run_sync"] = to_thread.run_sync
         to_thread.run_sync = _run_sync
+    from_thread: Any = sys.modules.get("anyio.from_thread")
+    portal = getattr(from_thread, "BlockingPortal", None)
+    if portal is not None and "start_task_soon" not in _originals:
+        _originals["start_task_soon"] = portal.__dict__["start_task_soon"]
+        portal.start_task_soon = _start_task_soon
 
 
 def uninstall() -> None:
@@ -442,6 +480,11 @@ def uninstall() -> None:
     original = _originals.pop("run_sync", None)
     if to_thread is not None and getattr(to_thread, "run_sync", None) is _run_sync:
         to_thread.run_sync = original
+    from_thread: Any = sys.modules.get("anyio.from_thread")
+    portal = getattr(from_thread, "BlockingPortal", None)
+    original = _originals.pop("start_task_soon", None)
+    if portal is not None and portal.__dict__.get("start_task_soon") is _start_task_soon:
+        portal.start_task_soon = original
 
 
 def forget() -> None:
