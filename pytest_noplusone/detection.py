@@ -57,6 +57,16 @@ _EMPTY_IN = re.compile(
 )
 _LISTS = re.compile(r"\(\?(?:, \?)*\)")
 _ROWS = re.compile(r"\(\?\)(?:, \(\?\))+")
+#: What stands for a pytest-xdist worker's id inside an identifier.
+WORKER = "{worker}"
+#: A worker's id as one ``_``-separated part of an identifier: ``uuid_author_gw1``,
+#: ``gw1_users``, and xdist's ``worker_id`` without workers (``uuid_author_master``, but never
+#: SQLite's ``sqlite_master``).
+_WORKER_IDS = re.compile(
+    r"(?<=[a-z0-9$]_)gw\d+(?![a-z0-9$])"
+    r"|(?<![\w$])gw\d+(?=_[a-z0-9$])"
+    r"|(?<=[a-z0-9$]_)(?<!sqlite_)(?<!sqlite_temp_)master(?![\w$])"
+)
 
 
 def _lexeme(match: re.Match[str]) -> str:
@@ -78,7 +88,8 @@ def fingerprint(sql: str) -> str:
 
     Two statements that differ only in literal values, placeholder style, whitespace, case,
     comments or the length of an ``IN`` list (or of a multi-row ``VALUES``) share a
-    fingerprint. Never raises.
+    fingerprint, and so do statements on per-worker tables of pytest-xdist: a worker's id in
+    an identifier (``uuid_author_gw1``) becomes ``{worker}``. Never raises.
     """
     try:
         text = sql if isinstance(sql, str) else str(sql)
@@ -96,7 +107,10 @@ def fingerprint(sql: str) -> str:
         text = _EMPTY_IN.sub("in (?)", text)
         text = _LISTS.sub("(?)", text)
         text = _ROWS.sub("(?)", text)
-        return _LISTS.sub("(?)", text)
+        text = _LISTS.sub("(?)", text)
+        if "gw" in text or "master" in text:
+            text = _WORKER_IDS.sub(WORKER, text)
+        return text
     except Exception:  # pragma: no cover - a guest in the user's query must never raise
         return "<unreadable statement>"
 
