@@ -145,6 +145,7 @@ def test_schema_work_is_counted_and_reported_but_not_compared(project: Project) 
     )
 
 
+@sqlite_only
 def test_compare_schema_from_the_ini(project: Project) -> None:
     project.pytester.makefile(
         ".ini",
