@@ -275,3 +275,20 @@ def test_a_worker_id_in_an_identifier_is_normalised(sql: str, expected: str) -> 
 )
 def test_names_that_only_look_like_worker_ids_are_kept(sql: str) -> None:
     assert "{worker}" not in fingerprint(sql)
+
+
+def test_suggested_allow_entries_match_on_every_worker() -> None:
+    from pytest_noplusone import messages
+    from pytest_noplusone.detection import LOOP, Allowance, Finding
+
+    def finding(worker: str) -> Finding:
+        sql = f"SELECT uuid_author_{worker}.id FROM uuid_author_{worker} WHERE uuid_author_{worker}.id = ?"
+        return Finding(LOOP, 3, 2, fingerprint(sql), sql, ())
+
+    on_gw1, on_gw0, serial = finding("gw1"), finding("gw0"), finding("master")
+    assert on_gw1.fingerprint == on_gw0.fingerprint == serial.fingerprint
+    entry = messages.allow_entry(on_gw1)
+    assert entry == "from uuid_author_{worker} where uuid_author_{worker}.id = ?"
+    # The suggested entry, and one copied from the SQL of one worker, allow it on all of them.
+    for written in (entry, "FROM uuid_author_gw1 WHERE"):
+        assert all(Allowance(entries=(written,)).allows(each) for each in (on_gw0, on_gw1, serial))
