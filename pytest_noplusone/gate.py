@@ -377,7 +377,8 @@ class Gate:
         baseline = self._baseline_line()
         if baseline is None:
             return []
-        lines = ["noplusone: " + baseline, *self._change_lines(("regression", "improvement"))]
+        lines = [messages.quiet_baseline(baseline)]
+        lines += self._change_lines(("regression", "improvement"))
         lines += [messages.unreported_regression(*change[:3]) for change in self.unreported]
         return lines
 

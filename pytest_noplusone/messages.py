@@ -207,6 +207,11 @@ def summary_baseline(
     return f"baseline {path}: {counts}"
 
 
+def quiet_baseline(line: str) -> str:
+    """The baseline line as ``-q`` shows it, without the section that names the plugin."""
+    return f"noplusone: {line}"
+
+
 def summary_schema(statements: int, tests: int) -> str:
     """The schema work a baseline run counted but did not compare."""
     return (
