@@ -11,6 +11,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .schema import is_schema
+
 __all__ = [
     "VERSION",
     "Change",
@@ -20,6 +22,8 @@ __all__ = [
     "dumps",
     "grown",
     "load_counts",
+    "schema_count",
+    "without_schema",
     "write_atomic",
 ]
 
@@ -46,6 +50,19 @@ class Entry(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         """The entry as written to a baseline."""
         return {"queries": self.queries, "fingerprints": dict(sorted(self.fingerprints.items()))}
+
+
+def schema_count(fingerprints: Mapping[str, int]) -> int:
+    """How many of these statements are schema work (DDL, PRAGMA, catalog reads)."""
+    return sum(count for fingerprint, count in fingerprints.items() if is_schema(fingerprint))
+
+
+def without_schema(entry: Entry) -> Entry:
+    """The entry without its schema work: what the baseline compares by default."""
+    if not any(is_schema(fingerprint) for fingerprint in entry.fingerprints):
+        return entry
+    kept = {fp: count for fp, count in entry.fingerprints.items() if not is_schema(fp)}
+    return Entry(entry.queries - schema_count(entry.fingerprints), kept)
 
 
 class Change(NamedTuple):

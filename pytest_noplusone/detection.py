@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
+from . import schema
+
 if TYPE_CHECKING:
     from .capture import Location, QueryLog, ShapeStats
 
@@ -57,6 +59,16 @@ _EMPTY_IN = re.compile(
 )
 _LISTS = re.compile(r"\(\?(?:, \?)*\)")
 _ROWS = re.compile(r"\(\?\)(?:, \(\?\))+")
+#: What stands for a pytest-xdist worker's id inside an identifier.
+WORKER = "{worker}"
+#: A worker's id as one ``_``-separated part of an identifier: ``uuid_author_gw1``,
+#: ``gw1_users``, and xdist's ``worker_id`` without workers (``uuid_author_master``, but never
+#: SQLite's ``sqlite_master``).
+_WORKER_IDS = re.compile(
+    r"(?<=[a-z0-9$]_)gw\d+(?![a-z0-9$])"
+    r"|(?<![\w$])gw\d+(?=_[a-z0-9$])"
+    r"|(?<=[a-z0-9$]_)(?<!sqlite_)(?<!sqlite_temp_)master(?![\w$])"
+)
 
 
 def _lexeme(match: re.Match[str]) -> str:
@@ -78,7 +90,8 @@ def fingerprint(sql: str) -> str:
 
     Two statements that differ only in literal values, placeholder style, whitespace, case,
     comments or the length of an ``IN`` list (or of a multi-row ``VALUES``) share a
-    fingerprint. Never raises.
+    fingerprint, and so do statements on per-worker tables of pytest-xdist: a worker's id in
+    an identifier (``uuid_author_gw1``) becomes ``{worker}``. Never raises.
     """
     try:
         text = sql if isinstance(sql, str) else str(sql)
@@ -96,7 +109,10 @@ def fingerprint(sql: str) -> str:
         text = _EMPTY_IN.sub("in (?)", text)
         text = _LISTS.sub("(?)", text)
         text = _ROWS.sub("(?)", text)
-        return _LISTS.sub("(?)", text)
+        text = _LISTS.sub("(?)", text)
+        if "gw" in text or "master" in text:
+            text = _WORKER_IDS.sub(WORKER, text)
+        return text
     except Exception:  # pragma: no cover - a guest in the user's query must never raise
         return "<unreadable statement>"
 
@@ -407,18 +423,6 @@ class Finding:
         return str(self.call_site[0]) if self.call_site else "?"
 
 
-_SCHEMA = re.compile(
-    r"(?:create|drop|alter|truncate|comment on|pragma|show|describe|explain|analyze|vacuum)\b"
-    r"|.*\b(?:pg_catalog|information_schema|sqlite_master|sqlite_schema|sqlite_temp_master)\b"
-)
-
-
-def is_schema(shape: str) -> bool:
-    """Whether a fingerprint is schema or introspection work: DDL, ``PRAGMA``, a read of the
-    system catalogs (``create_all``'s and ``has_table``'s existence checks, reflection)."""
-    return _SCHEMA.match(shape) is not None
-
-
 def _invocation(stats: ShapeStats, threshold: int) -> tuple[int, Any, int] | None:
     """The innermost frame of the chain one invocation of which ran ``threshold`` or more of
     the statements (level, invocation, count): a frame of the code under test, or the
@@ -478,7 +482,7 @@ def _finding(stats: ShapeStats, threshold: int, pages: set[int]) -> Finding | No
     if not example.call_site_key or example.background:
         return None  # no line of yours (library code alone), or a poller started earlier
     shape = example.fingerprint
-    if is_schema(shape):
+    if schema.is_schema(shape):
         return None  # create_all, reflection, has_table: SQLAlchemy's own schema work
     found = _invocation(stats, threshold)
     if found is None:

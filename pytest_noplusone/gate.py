@@ -101,11 +101,19 @@ def attach(
     """Put the test's data on its call-phase report and its JUnit properties on the item
     (``complete``: whether the body ran to its end)."""
     record = per_test_record(log, budget, findings, complete=complete)
+    if uses_benchmark(item):
+        record["benchmark"] = True
     setattr(report, REPORT_ATTRIBUTE, record)
     # junitxml writes the teardown report's user_properties, copied from the item later on.
     item.user_properties.append(("noplusone_queries", log.count))
     if findings:
         item.user_properties.append(("noplusone_findings", len(findings)))
+
+
+def uses_benchmark(item: pytest.Item) -> bool:
+    """Whether the test uses pytest-benchmark's fixture, which runs its code a varying number
+    of rounds: such tests are left out of the baseline."""
+    return "benchmark" in getattr(item, "fixturenames", ())
 
 
 # --- the session -------------------------------------------------------------------------
@@ -131,6 +139,8 @@ class Gate:
         self.errors: list[str] = []
         self.unreported: list[Change] = []
         self.finished = False
+        #: After an update: whether the baseline file already held the counts.
+        self.unchanged = False
 
     @classmethod
     def configure(cls, config: pytest.Config, settings: Settings) -> Gate:
@@ -145,7 +155,9 @@ class Gate:
             from .counts import CountsFileError, load_counts
 
             try:
-                gate.baseline = load_counts(path)
+                gate.baseline = {
+                    nodeid: gate.compared(entry) for nodeid, entry in load_counts(path).items()
+                }
             except CountsFileError as error:
                 if not (error.missing and settings.update_baseline):
                     raise pytest.UsageError(
@@ -163,28 +175,40 @@ class Gate:
         """Whether counts above the baseline fail (a baseline without the update flag)."""
         return self.baseline is not None and not self.settings.update_baseline
 
-    def regression(self, nodeid: str, log: QueryLog) -> str | None:
+    def compared(self, entry: Entry) -> Entry:
+        """What of a test's counts the baseline compares: without schema work by default."""
+        if self.settings.compare_schema:
+            return entry
+        from .counts import without_schema
+
+        return without_schema(entry)
+
+    def regression(self, item: pytest.Item, log: QueryLog) -> str | None:
         """The failure text when the test ran more queries than its baseline, else None."""
         path = self.settings.baseline
         if not self.comparing or self.baseline is None or path is None:
             return None
-        entry = self.baseline.get(nodeid)
-        if entry is None or log.count <= entry.queries:
+        entry = self.baseline.get(item.nodeid)
+        if entry is None or log.count <= entry.queries or uses_benchmark(item):
             return None
-        from .counts import grown
+        from .counts import Entry, grown
 
-        rows = grown(entry.fingerprints, log.fingerprints)
+        measured = self.compared(Entry(log.count, log.fingerprints))
+        if measured.queries <= entry.queries:
+            return None
+        rows = grown(entry.fingerprints, measured.fingerprints)
         fingerprints = {row[0] for row in rows}
         shapes = [
             stats for stats in log.shapes.values() if stats.example.fingerprint in fingerprints
         ]
         return messages.baseline_regression(
             entry.queries,
-            log,
+            measured.queries,
             rows,
             shapes,
             baseline=_shown(path),
             show_params=self.settings.show_params,
+            schema=log.count - measured.queries,
         )
 
     def record(self, report: pytest.TestReport) -> None:
@@ -219,9 +243,9 @@ class Gate:
         from .counts import Entry, compare, dumps
 
         measured = {
-            nodeid: Entry(test.record["queries"], test.record["fingerprints"])
+            nodeid: self.compared(Entry(test.record["queries"], test.record["fingerprints"]))
             for nodeid, test in self.tests.items()
-            if test.record.get("complete")
+            if test.record.get("complete") and not test.record.get("benchmark")
         }
         if self.baseline is not None:
             self.changes = compare(self.baseline, measured)
@@ -252,6 +276,8 @@ class Gate:
         # Tests that did not run (-k, a subset of files, a failed body) keep their entries.
         merged = dict(self.baseline or {})
         merged.update(measured)
+        for nodeid in self.benchmarks():  # their counts vary: no entry at all
+            merged.pop(nodeid, None)
         tests = {nodeid: entry.to_json() for nodeid, entry in merged.items()}
         totals = {
             "queries": sum(entry.queries for entry in merged.values()),
@@ -262,8 +288,21 @@ class Gate:
         text = dumps(totals, tests)
         with suppress(OSError):
             if path.read_text(encoding="utf-8") == text:
+                self.unchanged = True
                 return  # unchanged: leave the file (and its mtime) alone
         self._write(path, text)
+
+    def benchmarks(self) -> list[str]:
+        """The tests that used the benchmark fixture (left out of the baseline)."""
+        return [nodeid for nodeid, test in self.tests.items() if test.record.get("benchmark")]
+
+    def schema_work(self) -> tuple[int, int]:
+        """The schema statements measured and the tests that ran them (needs the counts
+        module: only asked with a report or a baseline)."""
+        from .counts import schema_count
+
+        per_test = [schema_count(test.record["fingerprints"]) for test in self.tests.values()]
+        return sum(per_test), sum(1 for count in per_test if count)
 
     def count(self, status: str) -> int:
         """How many tests have this baseline status."""
@@ -278,6 +317,8 @@ class Gate:
             "budgets_exceeded": sum(1 for record in records if record.get("budget_exceeded")),
             "findings": sum(len(record["findings"]) for record in records),
         }
+        if self.baseline is not None or self.settings.report is not None:
+            totals["schema_queries"] = self.schema_work()[0]
         if self.baseline is not None:
             totals["baseline_regressions"] = self.count("regression")
             totals["baseline_improvements"] = self.count("improvement")
@@ -285,11 +326,14 @@ class Gate:
         return totals
 
     def _report_tests(self) -> dict[str, Any]:
+        from .counts import schema_count
+
         tests: dict[str, Any] = {}
         changes = {change.nodeid: change for change in self.changes}
         for nodeid, test in self.tests.items():
             record = dict(test.record)
             record["outcome"] = test.outcome
+            record["schema_queries"] = schema_count(record["fingerprints"])
             change = changes.get(nodeid)
             if change is not None:
                 record["baseline"] = {"queries": change.old, "status": change.status}
@@ -305,28 +349,53 @@ class Gate:
         rows.sort(key=lambda row: (-row[1], row[0]))
         return rows[:LISTED]
 
+    def _baseline_line(self) -> str | None:
+        if self.baseline is None or self.settings.baseline is None:
+            return None
+        return messages.summary_baseline(
+            _shown(self.settings.baseline),
+            self.count("regression"),
+            self.count("improvement"),
+            self.count("new"),
+            updated=self.settings.update_baseline,
+            unchanged=self.unchanged,
+        )
+
+    def _change_lines(self, statuses: Sequence[str]) -> list[str]:
+        lines = []
+        for status in statuses:
+            listed = [change for change in self.changes if change.status == status]
+            for change in listed[:LISTED]:
+                lines.append(messages.summary_change(status, change.nodeid, change.old, change.new))
+            if len(listed) > LISTED:
+                lines.append(f"  ... and {len(listed) - LISTED} more")
+        return lines
+
+    def quiet_lines(self) -> list[str]:
+        """What ``-q`` and ``-qq`` still show: the baseline's verdict, its regressions and
+        improvements (nothing without a baseline)."""
+        baseline = self._baseline_line()
+        if baseline is None:
+            return []
+        lines = [messages.quiet_baseline(baseline)]
+        lines += self._change_lines(("regression", "improvement"))
+        lines += [messages.unreported_regression(*change[:3]) for change in self.unreported]
+        return lines
+
     def summary_lines(self) -> list[str]:
         """The terminal summary section (without its title)."""
         totals = self.totals()
         lines = [_totals_line(totals)]
-        if self.baseline is not None and self.settings.baseline is not None:
-            lines.append(
-                messages.summary_baseline(
-                    _shown(self.settings.baseline),
-                    self.count("regression"),
-                    self.count("improvement"),
-                    self.count("new"),
-                    updated=self.settings.update_baseline,
-                )
-            )
-            for status in ("regression", "improvement", "new"):
-                listed = [change for change in self.changes if change.status == status]
-                for change in listed[:LISTED]:
-                    lines.append(
-                        messages.summary_change(status, change.nodeid, change.old, change.new)
-                    )
-                if len(listed) > LISTED:
-                    lines.append(f"  ... and {len(listed) - LISTED} more")
+        baseline = self._baseline_line()
+        if baseline is not None:
+            lines.append(baseline)
+            lines += self._change_lines(("regression", "improvement", "new"))
+            schema, tests = self.schema_work()
+            if schema and not self.settings.compare_schema:
+                lines.append(messages.summary_schema(schema, tests))
+            benchmarks = self.benchmarks()
+            if benchmarks:
+                lines.append(messages.summary_benchmarks(len(benchmarks)))
         for change in self.unreported:
             lines.append(messages.unreported_regression(change.nodeid, change.old, change.new))
         top = self.top()
@@ -343,7 +412,12 @@ class Gate:
         if not self.finished:
             return
         try:
-            if reporter.config.get_verbosity() >= 0 and (self.tests or self.baseline is not None):
+            if reporter.config.get_verbosity() < 0:
+                # Quiet runs still say what the gate decided (the exit code never depends on
+                # the verbosity).
+                for line in self.quiet_lines():
+                    reporter.write_line(line)
+            elif self.tests or self.baseline is not None:
                 reporter.write_sep("=", "noplusone")
                 for line in self.summary_lines():
                     reporter.write_line(line)
@@ -410,14 +484,9 @@ class Gate:
         """The Markdown appended to ``$GITHUB_STEP_SUMMARY``."""
         totals = self.totals()
         lines = ["### noplusone", "", _totals_line(totals)]
-        if self.baseline is not None and self.settings.baseline is not None:
-            lines[-1] += "; " + messages.summary_baseline(
-                _shown(self.settings.baseline),
-                self.count("regression"),
-                self.count("improvement"),
-                self.count("new"),
-                updated=self.settings.update_baseline,
-            )
+        baseline = self._baseline_line()
+        if baseline is not None:
+            lines[-1] += "; " + baseline
         rows: list[tuple[str, str, str, str]] = []
         for status in ("regression", "improvement", "new"):
             listed = [change for change in self.changes if change.status == status]

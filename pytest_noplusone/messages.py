@@ -154,17 +154,20 @@ def grown_line(fingerprint: str, old: int, new: int) -> str:
 
 def baseline_regression(
     old: int,
-    log: QueryLog,
+    new: int,
     grown: Iterable[tuple[str, int, int]],
     shapes: Iterable[ShapeStats],
     *,
     baseline: str,
     show_params: bool,
+    schema: int = 0,
 ) -> str:
-    """The failure of a test that ran more queries than its baseline count."""
+    """The failure of a test that ran more queries than its baseline count (``schema``: the
+    schema statements it ran besides, which the baseline does not compare)."""
+    besides = f", besides {plural(schema, 'schema statement')} (not compared)" if schema else ""
     lines = [
         f"Expected at most {plural(old, 'query', 'queries')} (the count in the baseline "
-        f"{baseline}) but {were(log.count)} run.",
+        f"{baseline}) but {were(new)} run{besides}.",
         "Statements that ran more often than in the baseline:",
     ]
     lines.extend(f"  {grown_line(*row)}" for row in grown)
@@ -186,13 +189,43 @@ def summary_totals(queries: int, tests: int, budgets_exceeded: int, findings: in
 
 
 def summary_baseline(
-    path: str, regressions: int, improvements: int, new: int, *, updated: bool
+    path: str,
+    regressions: int,
+    improvements: int,
+    new: int,
+    *,
+    updated: bool,
+    unchanged: bool = False,
 ) -> str:
-    """``baseline noplusone-baseline.json: 1 regression, 2 improvements, 3 new``."""
+    """``baseline noplusone-baseline.json: 1 regression, 2 improvements, 3 new`` (``updated``
+    or ``unchanged`` after the path when the run wrote the baseline or found it up to date)."""
     counts = (
         f"{plural(regressions, 'regression')}, {plural(improvements, 'improvement')}, {new} new"
     )
-    return f"baseline {path} updated: {counts}" if updated else f"baseline {path}: {counts}"
+    if updated:
+        return f"baseline {path} {'unchanged' if unchanged else 'updated'}: {counts}"
+    return f"baseline {path}: {counts}"
+
+
+def quiet_baseline(line: str) -> str:
+    """The baseline line as ``-q`` shows it, without the section that names the plugin."""
+    return f"noplusone: {line}"
+
+
+def summary_schema(statements: int, tests: int) -> str:
+    """The schema work a baseline run counted but did not compare."""
+    return (
+        f"schema work (DDL, PRAGMA, catalog reads) not compared with the baseline: "
+        f"{plural(statements, 'statement')} in {plural(tests, 'test')}"
+    )
+
+
+def summary_benchmarks(tests: int) -> str:
+    """The tests using pytest-benchmark's fixture, which the baseline leaves out."""
+    return (
+        f"left out of the baseline: {plural(tests, 'test')} using the benchmark fixture "
+        f"(pytest-benchmark runs a varying number of rounds)"
+    )
 
 
 def summary_change(status: str, nodeid: str, old: int | None, new: int) -> str:

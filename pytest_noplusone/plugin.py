@@ -355,7 +355,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         )
     problems.extend(_nplusone(item, state, config))
     problems.extend(_swallowed_lazy_loads(item, config))
-    regression = item.config.stash[gate_key].regression(item.nodeid, log)
+    regression = item.config.stash[gate_key].regression(item, log)
     if regression is not None:
         problems.append(regression)
     if problems:

@@ -30,6 +30,8 @@ class Settings(NamedTuple):
     report: Path | None = None
     baseline: Path | None = None
     update_baseline: bool = False
+    #: Whether schema work (DDL, PRAGMA, catalog reads) is compared with the baseline too.
+    compare_schema: bool = False
 
     def header(self) -> str:
         """The one line shown in pytest's header."""
@@ -46,6 +48,8 @@ class Settings(NamedTuple):
             parts.append(f"baseline={self.baseline}")
             if self.update_baseline:
                 parts.append("update-baseline")
+            if self.compare_schema:
+                parts.append("compare-schema")
         return "noplusone: " + " ".join(parts)
 
 
@@ -88,6 +92,12 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="write the current query counts to the baseline file instead of comparing.",
     )
+    group.addoption(
+        "--noplusone-compare-schema",
+        action="store_true",
+        default=False,
+        help="compare schema work (DDL, PRAGMA, catalog reads) with the baseline too.",
+    )
     parser.addini(
         "noplusone_enforce", "raise_on_sql (default), raise or off.", default="raise_on_sql"
     )
@@ -125,6 +135,12 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("noplusone_report", "path of the JSON report.", default="")
     parser.addini("noplusone_baseline", "path of the query-count baseline.", default="")
+    parser.addini(
+        "noplusone_compare_schema",
+        "compare schema work (DDL, PRAGMA, catalog reads) with the baseline too (default false).",
+        type="bool",
+        default=False,
+    )
 
 
 def _choice(value: str, name: str, valid: tuple[str, ...]) -> str:
@@ -196,4 +212,7 @@ def resolve(config: pytest.Config) -> Settings:
         report=_path(config, option.noplusone_report, "noplusone_report"),
         baseline=_path(config, option.noplusone_baseline, "noplusone_baseline"),
         update_baseline=bool(option.noplusone_update_baseline),
+        compare_schema=bool(
+            option.noplusone_compare_schema or config.getini("noplusone_compare_schema")
+        ),
     )

@@ -149,3 +149,21 @@ def test_module_entry_point(old: Path, new: Path) -> None:
     assert done.returncode == 2
     assert "the following arguments are required: NEW.json" in done.stderr
 
+
+
+def test_compare_leaves_schema_work_out_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pragma = 'pragma main.table_info ("notes")'
+    before = write(
+        tmp_path / "before.json",
+        {"t.py::test_a": {"queries": 2, "fingerprints": {USERS: 1, pragma: 1}}},
+    )
+    after = write(
+        tmp_path / "after.json",
+        {"t.py::test_a": {"queries": 4, "fingerprints": {USERS: 1, pragma: 3}}},
+    )
+    assert main(["compare", str(before), str(after)]) == 0
+    assert capsys.readouterr().out == "0 rose, 0 fell, 0 new, 0 removed, 1 unchanged; 1 -> 1 query in total.\n"
+    assert main(["compare", "--compare-schema", str(before), str(after)]) == 1
+    assert capsys.readouterr().out.splitlines()[1].split() == ["t.py::test_a", "2", "4", "+2"]

@@ -222,8 +222,8 @@ def test_different_tables_or_columns_differ(
 ) -> None:
     which = data.draw(st.sampled_from(["table", "key", "column"]))
     names = {"table": table, "key": key, "column": column}
-    if names[which] == renamed:
-        return
+    if fingerprint(names[which]) == fingerprint(renamed):
+        return  # the same name, or one that differs only in an xdist worker's id
     other = {**names, which: renamed}
     one = data.draw(statements(table, key, column))
     two = data.draw(statements(other["table"], other["key"], other["column"]))
@@ -241,3 +241,54 @@ def test_adversarial_statements_take_linear_time(sql: str) -> None:
     fingerprint(sql)
     parameter_key(sql, (1,))
     assert time.perf_counter() - start < 3
+
+
+# --- pytest-xdist worker ids ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT * FROM uuid_author_gw1 WHERE id = 3", "select * from uuid_author_{worker} where id = ?"),
+        ('SELECT * FROM "uuid_author_gw12"', 'select * from "uuid_author_{worker}"'),
+        ("SELECT gw0_users.id FROM gw0_users", "select {worker}_users.id from {worker}_users"),
+        ("SELECT * FROM test_gw3.users", "select * from test_{worker}.users"),
+        # pytest-xdist's worker_id fixture without workers (-n 0, or no xdist)
+        ("SELECT * FROM uuid_author_master", "select * from uuid_author_{worker}"),
+    ],
+)
+def test_a_worker_id_in_an_identifier_is_normalised(sql: str, expected: str) -> None:
+    assert fingerprint(sql) == expected
+    assert fingerprint(sql.replace("gw1", "gw0").replace("master", "gw7")) == expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select gw1 from t",  # a whole name, not a part of one
+        "select * from t_gw1x",
+        "select * from sqlite_master",
+        "select * from sqlite_temp_master",
+        "select master from t",
+        "select * from master_data",
+    ],
+)
+def test_names_that_only_look_like_worker_ids_are_kept(sql: str) -> None:
+    assert "{worker}" not in fingerprint(sql)
+
+
+def test_suggested_allow_entries_match_on_every_worker() -> None:
+    from pytest_noplusone import messages
+    from pytest_noplusone.detection import LOOP, Allowance, Finding
+
+    def finding(worker: str) -> Finding:
+        sql = f"SELECT uuid_author_{worker}.id FROM uuid_author_{worker} WHERE uuid_author_{worker}.id = ?"
+        return Finding(LOOP, 3, 2, fingerprint(sql), sql, ())
+
+    on_gw1, on_gw0, serial = finding("gw1"), finding("gw0"), finding("master")
+    assert on_gw1.fingerprint == on_gw0.fingerprint == serial.fingerprint
+    entry = messages.allow_entry(on_gw1)
+    assert entry == "from uuid_author_{worker} where uuid_author_{worker}.id = ?"
+    # The suggested entry, and one copied from the SQL of one worker, allow it on all of them.
+    for written in (entry, "FROM uuid_author_gw1 WHERE"):
+        assert all(Allowance(entries=(written,)).allows(each) for each in (on_gw0, on_gw1, serial))

@@ -63,6 +63,7 @@ def test_report_content(project: Project) -> None:
         "budgets_exceeded": 1,
         "findings": 1,
         "queries": 8,
+        "schema_queries": 0,
         "tests": 5,
     }
     tests = report["tests"]
@@ -80,6 +81,7 @@ def test_report_content(project: Project) -> None:
         "fingerprints": {POSTS: 3, USERS: 1},
         "outcome": "failed",
         "queries": 4,
+        "schema_queries": 0,
     }
     over = tests["test_scenario.py::test_over_budget"]
     assert over["budget"] == {"kind": "at most", "limit": 2, "source": "@pytest.mark.max_queries"}
