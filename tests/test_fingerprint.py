@@ -288,7 +288,7 @@ def test_suggested_allow_entries_match_on_every_worker() -> None:
     on_gw1, on_gw0, serial = finding("gw1"), finding("gw0"), finding("master")
     assert on_gw1.fingerprint == on_gw0.fingerprint == serial.fingerprint
     entry = messages.allow_entry(on_gw1)
-    assert entry == "from uuid_author_{worker} where uuid_author_{worker}.id = ?"
+    assert entry == "select uuid_author_{worker}.id from uuid_author_{worker} where uuid_author_{worker}.id = ?"
     # The suggested entry, and one copied from the SQL of one worker, allow it on all of them.
     for written in (entry, "FROM uuid_author_gw1 WHERE"):
         assert all(Allowance(entries=(written,)).allows(each) for each in (on_gw0, on_gw1, serial))

@@ -21,8 +21,7 @@ from pytest_noplusone import fingerprint
 from pytest_noplusone.schema import is_schema
 
 
-# Reflection reads the schema table once per table: an N+1 of schema work (issue 19's to judge).
-@pytest.mark.allow_nplusone
+# Reflection reads the schema table once per table: schema work, never an N+1 finding.
 def test_create_all_drop_all_and_reflection_on_sqlite_are_schema_work() -> None:
     metadata = MetaData()
     users = Table("users", metadata, Column("id", Integer, primary_key=True), Column("name", String))
