@@ -48,6 +48,7 @@ __all__ = [
     "explained",
     "from_exception",
     "install",
+    "lazy_option",
     "record",
     "relationship_kind",
     "swallowed",
@@ -100,6 +101,12 @@ class LazyLoad(NamedTuple):
     context: str = "sync"
     #: Whether an assignment (``obj.rel = [...]``) loaded it, to replace its contents.
     write: bool = False
+    #: When the object came from a relationship load (``selectinload(Address.user)``): the
+    #: class of the query that loaded it, and the loader options chained from there to it.
+    loaded_via: tuple[str, tuple[str, ...]] | None = None
+    #: The loader option of the parent's query that asked for this lazy load
+    #: (``lazyload(User.posts)``, ``lazyload("*")``).
+    lazy_option: str | None = None
 
     @property
     def collection(self) -> bool:
@@ -125,6 +132,13 @@ def _on_load(state: Any, context: Any) -> None:
         if len(_sites) >= _MAX_SITES:
             _sites.clear()
         _sites[runid] = Location(*frames[0]) if frames else None
+        for option in getattr(context.query, "_with_options", ()):
+            if getattr(option, "strategy", None) == _LAZY and type(option).__name__.startswith(
+                "_Wildcard"
+            ):
+                if len(_lazy_runs) >= _MAX_SITES:
+                    _lazy_runs.clear()
+                _lazy_runs.add(runid)
     except Exception:  # a guest in the user's query: never raise into it
         pass
 
@@ -146,7 +160,9 @@ def allow_names(load: LazyLoad) -> list[tuple[str, str]]:
     column: only a bare marker allows it)."""
     if load.kind is None:
         return []
-    return list(dict.fromkeys([(load.owner, load.key), (load.attribute.split(".")[-2], load.key)]))
+    head = load.attribute.rsplit(".", 1)[0]  # Class, or module.Class
+    names = [(load.owner, load.key), (head, load.key), (head.rsplit(".", 1)[-1], load.key)]
+    return list(dict.fromkeys(names))
 
 
 def _async_io_greenlet() -> type | None:
@@ -222,7 +238,7 @@ def _describe(
         if cause == "missing_greenlet" or (cause == "detached" and expired):
             cause = "expired" if expired else "deferred"
     return LazyLoad(
-        attribute=name or str(token),
+        attribute=name or _attribute_name(token),
         owner=owner_class.__name__,
         key=key,
         kind=kind,
@@ -232,7 +248,76 @@ def _describe(
         async_attrs=isinstance(owner_class, type) and issubclass(owner_class, AsyncAttrs),
         context=_context(state, cause) if context is None else context,
         write=write,
+        loaded_via=_loaded_via(state) if isinstance(token, RelationshipProperty) else None,
+        lazy_option=(
+            lazy_option(state, token)
+            if state is not None and isinstance(token, RelationshipProperty)
+            else None
+        ),
     )
+
+
+_LAZY = (("lazy", "select"),)
+#: The runs (``runid``) of queries with ``lazyload("*")``: the wildcard is not kept on the
+#: objects it loads, so ``_on_load`` remembers the query.
+_lazy_runs: set[int] = set()
+
+
+def lazy_option(state: Any, prop: Any) -> str | None:
+    """The option of ``state``'s query that asked for ``prop`` to load lazily, or None."""
+    for option in state.load_options or ():
+        for element in getattr(option, "context", ()):
+            path: tuple[Any, ...] = tuple(getattr(element.path, "path", ()))
+            if len(path) >= 2 and path[-2] is prop and element.strategy == _LAZY:
+                return f"lazyload({prop.parent.class_.__name__}.{prop.key})"
+    if _lazy_runs and getattr(state, "runid", None) in _lazy_runs:
+        return 'lazyload("*")'
+    return None
+
+
+_LOADERS = {
+    "selectin": "selectinload",
+    "joined": "joinedload",
+    "subquery": "subqueryload",
+    "immediate": "immediateload",
+}
+
+
+def _loaded_via(state: Any) -> tuple[str, tuple[str, ...]] | None:
+    """The query class and the loader options that brought ``state`` in through relationships
+    (``("Address", ("selectinload(Address.user)",))``), or None for a top-level object."""
+    try:
+        path = tuple(getattr(getattr(state, "load_path", None), "path", ()) or ())
+        if len(path) < 3:
+            return None
+        strategies: dict[tuple[Any, ...], Any] = {}
+        for option in getattr(state, "load_options", ()) or ():
+            for element in getattr(option, "context", ()):
+                key = tuple(getattr(element.path, "path", ()))
+                strategies.setdefault(key, dict(element.strategy or ()).get("lazy"))
+        hops = []
+        for end in range(2, len(path), 2):
+            prop = path[end - 1]
+            lazy = strategies.get(path[: end + 1])
+            if lazy not in _LOADERS:
+                lazy = prop.lazy if prop.lazy in _LOADERS else None
+            if lazy is None:  # loaded lazily, or by a loader we cannot see: the usual one
+                lazy = "selectin" if prop.uselist else "joined"
+            hops.append(f"{_LOADERS[lazy]}({prop.parent.class_.__name__}.{prop.key})")
+        return path[0].class_.__name__, tuple(hops)
+    except Exception:  # a description, never a reason to fail
+        return None
+
+
+def _attribute_name(token: Any) -> str:
+    """``User.posts``; ``shop.models.User.posts`` when another mapped class is named User."""
+    from .enforcement import _all_mappers  # enforcement imports this module
+
+    cls = token.parent.class_
+    name = cls.__name__
+    if any(m.class_ is not cls and m.class_.__name__ == name for m in _all_mappers()):
+        return f"{cls.__module__}.{name}.{token.key}"
+    return str(token)
 
 
 def _context(state: Any, cause: str) -> str:
@@ -562,7 +647,7 @@ def _created(error: BaseException) -> None:
         if strategy is not None:
             token = strategy.parent_property
             load = LazyLoad(
-                attribute=str(token),
+                attribute=_attribute_name(token),
                 owner=token.parent.class_.__name__,
                 key=token.key,
                 kind=relationship_kind(token),
@@ -701,6 +786,7 @@ def uninstall() -> None:
                 exc.MissingGreenlet.__init__ = _own_init  # type: ignore[method-assign]
         _missing_greenlet_init = None
         _raw.clear()
+        _lazy_runs.clear()
         _sites.clear()
         _last_runid = None
         begin_test()

@@ -88,7 +88,15 @@ class _Guard:
         self.policy = policy
 
     def __call__(self, state: Any, passive: Any) -> Any:
-        if permits(lambda: names_of(self.prop)) or _allowed(self.policy, state):
+        if (
+            permits(lambda: names_of(self.prop))
+            or _allowed(self.policy, state)
+            # asked for with lazyload(): runs (and in async code fails with MissingGreenlet)
+            or (
+                (state.load_options or diagnosis._lazy_runs)
+                and diagnosis.lazy_option(state, self.prop) is not None
+            )
+        ):
             return self.original(state, passive)
         try:
             return self.forced(state, passive)
@@ -171,9 +179,18 @@ def _hierarchy(prop: Any) -> tuple[Any, ...]:
 
 
 def names_of(prop: Any, hierarchy: tuple[Any, ...] | None = None) -> tuple[Pattern, ...]:
-    """Every ``(Class, key)`` under which ``prop`` is mapped (its class and subclasses)."""
+    """Every name under which ``prop`` is mapped (its class and subclasses): ``(Class, key)``,
+    ``(module.Class, key)``, and ``(package, key)`` for its module and each package above it
+    (see ``allow_lazy.matches``)."""
     key = prop.key
-    return tuple((mapper.class_.__name__, key) for mapper in hierarchy or _hierarchy(prop))
+    names: list[Pattern] = []
+    for mapper in hierarchy or _hierarchy(prop):
+        cls = mapper.class_
+        module = cls.__module__
+        names += ((cls.__name__, key), (f"{module}.{cls.__qualname__}", key))
+        parts = module.split(".")
+        names += ((".".join(parts[:end]), key) for end in range(1, len(parts) + 1))
+    return tuple(names)
 
 
 class _Record:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from .diagnosis import LazyLoad, Violation
     from .enforcement import AuditEntry
 
+#: The forms of an allow_lazy entry.
+FORMS = "Model.attr, Model.*, *.attr, package.module.Model.attr or package.module.*"
 #: Statement groups listed in one message before the rest is summarised.
 MAX_LISTED = 25
 _SQL_WIDTH = 200
@@ -434,6 +436,17 @@ def _in_async(load: LazyLoad) -> bool:
 def _lazy_fix(load: LazyLoad) -> list[str]:
     eager = eager_load_fix(load.owner, load.key, collection=load.collection)
     variable = load.owner.lower()
+    query = f"in the query that loads the {load.owner} objects:"
+    if load.loaded_via is not None and load.kind is not None:
+        # The objects came from a relationship load: chain the option there.
+        root, hops = load.loaded_via
+        loader = "selectinload" if load.collection else "joinedload"
+        chain = ".".join([*hops, f"{loader}({load.owner}.{load.key})"])
+        eager = f"select({root}).options({chain})"
+        query = (
+            f"in the query that loads the {root} objects, chained to the loader that brought "
+            f"the {load.owner} objects:"
+        )
     if load.cause == "no_await":
         lines = ["  fix: run sync-style code with: await session.run_sync(fn) (fn gets the sync "
                  "Session),"]
@@ -458,9 +471,20 @@ def _lazy_fix(load: LazyLoad) -> list[str]:
             f"       and eager-load it: {eager}",
         ]
     awaiting = "await " if _in_async(load) or load.context == "greenlet" else ""
+    if load.lazy_option is not None and not load.write and load.cause != "detached":
+        loader = "selectinload" if load.collection else "joinedload"
+        lines = [
+            f"  the cause: the query that loaded the {load.owner} asked for this lazy load with "
+            f".options({load.lazy_option})",
+            f"  fix: in that query, replace {load.lazy_option} with "
+            f"{loader}({load.owner}.{load.key})",
+        ]
+        if _in_async(load) and load.async_attrs:
+            lines.append(f"       or, for one object: await {variable}.awaitable_attrs.{load.key}")
+        return lines
     refresh = f'{awaiting}session.refresh({variable}, ["{load.key}"])'
     if load.write and load.cause != "detached":
-        lines = [f"  fix: load it with the {load.owner}, in the query that loads it:"]
+        lines = [f"  fix: eager-load it {query}"]
         lines.append(f"       {eager}")
         lines.append(f"       or load it just before assigning: {refresh}")
         if load.collection:
@@ -469,7 +493,7 @@ def _lazy_fix(load: LazyLoad) -> list[str]:
             )
         return lines
     where = "while the session is open, " if load.cause == "detached" else ""
-    lines = [f"  fix: eager-load it {where}in the query that loads the {load.owner} objects:"]
+    lines = [f"  fix: eager-load it {where}{query}"]
     lines.append(f"       {eager}")
     if _in_async(load) and load.cause != "detached":
         if load.async_attrs:
@@ -537,7 +561,7 @@ def allow_lazy_unmatched(source: str, entry: str) -> str:
     """A pattern of the allow list that matches no relationship (a typo disables nothing)."""
     return (
         f"{source} entry {entry!r} matches no mapped relationship; "
-        "use Model.attr, Model.* or *.attr with the names of a mapped class and relationship."
+        f"use {FORMS} with the names of a mapped class and relationship."
     )
 
 

@@ -116,7 +116,8 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "noplusone_allow_lazy",
-        "relationships allowed to lazy load: Model.attr, Model.* or *.attr.",
+        "relationships allowed to lazy load: Model.attr, Model.*, *.attr, "
+        "package.module.Model.attr or package.module.*.",
         type="linelist",
         default=[],
     )

@@ -116,7 +116,7 @@ def test_sync_lazy_loads_raise_by_default(project: Project) -> None:
             "contents first: a lazy load, which lazy='raise_on_sql' forbids (enforced by "
             "pytest-noplusone).",
             f"  touched at: {at(project, 'assign-sync', 'test_assigning_in_sync_code')}",
-            "  fix: load it with the User, in the query that loads it:",
+            "  fix: eager-load it in the query that loads the User objects:",
             "       select(User).options(selectinload(User.posts))",
             '       or load it just before assigning: session.refresh(user, ["posts"])',
             '       or, if the code only adds and removes rows: relationship(lazy="write_only")',
@@ -263,7 +263,7 @@ def test_assigning_to_an_unloaded_collection(project: Project) -> None:
             "pytest-noplusone).",
             f"  touched at: {at(project, '# assign', 'test_assigning_a_collection')}",
             f"  the User was loaded at: {at(project, 'get-user', 'test_assigning_a_collection')}",
-            "  fix: load it with the User, in the query that loads it:",
+            "  fix: eager-load it in the query that loads the User objects:",
             "       select(User).options(selectinload(User.posts))",
             '       or load it just before assigning: await session.refresh(user, ["posts"])',
             '       or, if the code only adds and removes rows: relationship(lazy="write_only")',
@@ -291,7 +291,7 @@ def test_assigning_without_enforcement_is_explained_too(project: Project) -> Non
             "contents first: a lazy load, which SQLAlchemy cannot run implicitly in async code "
             "(MissingGreenlet).",
             f"  touched at: {at(project, '# assign', 'test_assigning_a_collection')}",
-            "  fix: load it with the User, in the query that loads it:",
+            "  fix: eager-load it in the query that loads the User objects:",
         ]
     )
 
@@ -450,5 +450,244 @@ def test_a_missing_greenlet_from_any_path_is_reported(project: Project) -> None:
             f"  touched at: {at(project, '# seen', 'test_a_query_without_await_seen_by_the_test')}",
             "",
             "*MissingGreenlet*",
+        ]
+    )
+
+
+SHOP_MODELS = '''
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "{prefix}_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    {key}: Mapped[list["{child}"]] = relationship()
+
+
+class {child}(Base):
+    __tablename__ = "{prefix}_{key}"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("{prefix}_users.id"))
+'''
+
+MODULE_TEST = '''
+import pytest
+from sqlalchemy import inspect
+
+import billing
+import models
+from shop import models as shop_models
+
+
+@pytest.fixture
+def billing_user(sync_session):
+    bind = sync_session.get_bind()
+    billing.Base.metadata.drop_all(bind)
+    billing.Base.metadata.create_all(bind)
+    sync_session.add(billing.User(id=1, invoices=[]))
+    sync_session.commit()
+    sync_session.expunge_all()
+    return sync_session.get(billing.User, 1)
+
+
+def test_an_ini_entry_names_one_of_three_user_classes():
+    assert inspect(shop_models.User).relationships["orders"].lazy == "select"
+    assert inspect(billing.User).relationships["invoices"].lazy == "raise_on_sql"
+    assert inspect(models.User).relationships["posts"].lazy == "raise_on_sql"
+
+
+@pytest.mark.allow_lazy("billing.*")
+def test_a_marker_allows_a_module(billing_user):
+    assert billing_user.invoices == []
+
+
+def test_the_message_names_the_module(billing_user):
+    billing_user.invoices  # touch
+'''
+
+LOCAL_MODELS_TEST = '''
+import pytest
+from sqlalchemy import ForeignKey, inspect
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
+
+
+def define(name):
+    class Base(DeclarativeBase):
+        pass
+
+    parent = type(name, (Base,), {
+        "__tablename__": name.lower(),
+        "id": mapped_column(primary_key=True),
+        "things": relationship(lambda: child),
+        "__annotations__": {"id": Mapped[int]},
+    })
+    child = type(name + "Thing", (Base,), {
+        "__tablename__": name.lower() + "_things",
+        "id": mapped_column(primary_key=True),
+        "parent_id": mapped_column(ForeignKey(name.lower() + ".id")),
+        "__annotations__": {"id": Mapped[int], "parent_id": Mapped[int]},
+    })
+    configure_mappers()
+    return parent
+
+
+@pytest.mark.allow_lazy("Local.things")
+def test_a_marker_for_a_model_defined_in_the_test():
+    define("Local")
+
+
+def test_an_ini_entry_for_a_model_defined_in_a_test():
+    assert inspect(define("Late")).relationships["things"].lazy == "select"
+'''
+
+
+def test_allow_entries_by_module(project: Project) -> None:
+    write(project, MODULE_TEST, "noplusone_allow_lazy = shop.models.User.orders\n")
+    project.pytester.makepyfile(
+        billing=SHOP_MODELS.format(prefix="billing", key="invoices", child="Invoice")
+    )
+    project.pytester.mkpydir("shop")
+    project.pytester.makepyfile(
+        **{"shop/models": SHOP_MODELS.format(prefix="shop", key="orders", child="Order")}
+    )
+    result = project.run("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_the_message_names_the_module _*",
+            "noplusone: billing.User.invoices (one-to-many collection) was lazily loaded, which "
+            "lazy='raise_on_sql' forbids (enforced by pytest-noplusone).",
+            f"  touched at: {at(project, '# touch', 'test_the_message_names_the_module')}",
+            "  fix: eager-load it in the query that loads the User objects:",
+            "       select(User).options(selectinload(User.invoices))",
+            '  if the lazy load is intended: @pytest.mark.allow_lazy("billing.User.invoices"), '
+            "or noplusone_allow_lazy = billing.User.invoices",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*AllowLazyWarning*")
+
+
+def test_allow_entries_are_judged_once_every_model_exists(project: Project) -> None:
+    write(project, LOCAL_MODELS_TEST, "noplusone_allow_lazy =\n    Late.things\n    Usr.postz\n")
+    result = project.run("-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AllowLazyWarning: noplusone_allow_lazy entry 'Usr.postz' matches no mapped "
+            "relationship; *",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*'Late.things'*")
+    result.stdout.no_fnmatch_line("*'Local.things'*")
+    # with warnings as errors, the unmatched entry fails the run after the last test
+    result = project.run("-p", "no:randomly", "-W", "error::pytest_noplusone.AllowLazyWarning")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ ERROR at teardown of test_an_ini_entry_for_a_model_defined_in_a_test _*",
+            "*AllowLazyWarning: noplusone_allow_lazy entry 'Usr.postz' matches no mapped *",
+        ]
+    )
+
+
+NESTED_TEST = '''
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload, selectinload
+
+from models import Comment, Post
+
+
+async def test_parents_from_a_selectin_load(session):
+    posts = (await session.scalars(select(Post).options(selectinload(Post.author)))).all()  # q
+    posts[0].author.profile  # touch
+
+
+async def test_parents_two_loads_away(session):
+    statement = select(Comment).options(joinedload(Comment.post).selectinload(Post.author))
+    comments = (await session.scalars(statement)).unique().all()
+    comments[0].post.author.posts  # deep
+'''
+
+
+def test_nested_loads_get_the_chained_option(project: Project) -> None:
+    write(project, NESTED_TEST)
+    result = project.run("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_parents_from_a_selectin_load _*",
+            "noplusone: User.profile (one-to-one scalar) was lazily loaded, which "
+            "lazy='raise_on_sql' forbids (enforced by pytest-noplusone).",
+            f"  touched at: {at(project, '# touch', 'test_parents_from_a_selectin_load')}",
+            f"  the User was loaded at: {at(project, '# q', 'test_parents_from_a_selectin_load')}",
+            "  fix: eager-load it in the query that loads the Post objects, chained to the "
+            "loader that brought the User objects:",
+            "       select(Post).options(selectinload(Post.author).joinedload(User.profile))",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_parents_two_loads_away _*",
+            "noplusone: User.posts (one-to-many collection) was lazily loaded, *",
+            "  fix: eager-load it in the query that loads the Comment objects, chained to the "
+            "loader that brought the User objects:",
+            "       select(Comment).options(joinedload(Comment.post).selectinload(Post.author)"
+            ".selectinload(User.posts))",
+        ]
+    )
+
+
+LAZYLOAD_TEST = '''
+from sqlalchemy import select
+from sqlalchemy.orm import lazyload
+
+from models import User
+
+
+def test_one_user_with_a_lazyload_option(sync_session):
+    user = sync_session.scalars(select(User).options(lazyload(User.posts))).first()
+    assert len(user.posts) == 2
+
+
+def test_a_repository_lazyload_star(sync_session):
+    users = sync_session.scalars(select(User).options(lazyload("*"))).all()
+    assert [len(user.posts) for user in users] == [2] * 5  # star-loop
+
+
+async def test_async_code_with_a_lazyload_option(session):
+    user = (await session.scalars(select(User).options(lazyload(User.posts)))).first()  # load
+    user.posts  # touch
+'''
+
+
+def test_explicit_lazyload_options(project: Project) -> None:
+    write(project, LAZYLOAD_TEST)
+    result = project.run("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_a_repository_lazyload_star _*",
+            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            f"  from {at(project, '# star-loop', '*')}",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_async_code_with_a_lazyload_option _*",
+            "noplusone: User.posts (one-to-many collection) was lazily loaded in async code, "
+            "where SQLAlchemy cannot run the implicit query (MissingGreenlet).",
+            f"  touched at: {at(project, '# touch', 'test_async_code_with_a_lazyload_option')}",
+            "  the User was loaded at: "
+            f"{at(project, '# load', 'test_async_code_with_a_lazyload_option')}",
+            "  the cause: the query that loaded the User asked for this lazy load with "
+            ".options(lazyload(User.posts))",
+            "  fix: in that query, replace lazyload(User.posts) with selectinload(User.posts)",
+            "       or, for one object: await user.awaitable_attrs.posts",
+            "  allow_lazy cannot make a lazy load work in async code; *",
         ]
     )
