@@ -243,6 +243,8 @@ def _judge_allow_lazy(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     a model defined in a test module or function exists by then. The ini entries are judged
     after the last test of the run (of each xdist worker)."""
     state = item.stash.get(test_key, None)
+    if nextitem is not None and (state is None or not state.allow_lazy):
+        return  # every test but the last, without a marker: nothing to judge
     config = item.config
     texts = []
     if state is not None:
