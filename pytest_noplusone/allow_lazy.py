@@ -26,16 +26,18 @@ __all__ = [
     "start_test_allowance",
 ]
 
-#: ``("User", "posts")``; either part may be ``"*"``.
+#: ``("User", "posts")``; either part may be ``"*"``, and the first may be qualified by its
+#: module (``"shop.models.User"``) or be a module (``("shop.models", "*")``).
 Pattern = tuple[str, str]
-_PATTERN = re.compile(r"(\*|[A-Za-z_]\w*)\.(\*|[A-Za-z_]\w*)\Z")
+_NAME = r"[A-Za-z_]\w*"
+_PATTERN = re.compile(rf"(\*|{_NAME}(?:\.{_NAME})*)\.(\*|{_NAME})\Z")
 
 
 def parse_pattern(text: object) -> Pattern:
     """``"User.posts"`` -> ``("User", "posts")``; a malformed entry raises ``ValueError``."""
     match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise ValueError(f"{text!r} is not Model.attr, Model.* or *.attr")
+        raise ValueError(f"{text!r} is not {messages.FORMS}")
     return match.group(1), match.group(2)
 
 
@@ -76,7 +78,8 @@ def marker_allowance(markers: Sequence[pytest.Mark]) -> frozenset[Pattern] | Non
             pytest.fail(
                 messages.bad_marker_argument(
                     "allow_lazy",
-                    "names like 'Model.attr', 'Model.*' or '*.attr' (none: every relationship)",
+                    "names like 'Model.attr', 'Model.*', '*.attr', 'package.module.Model.attr' or "
+                    "'package.module.*' (none: every relationship)",
                     f"allow_lazy({', '.join(shown)})",
                 ),
                 pytrace=False,
@@ -85,7 +88,11 @@ def marker_allowance(markers: Sequence[pytest.Mark]) -> frozenset[Pattern] | Non
 
 
 def matches(names: Iterable[Pattern], patterns: frozenset[Pattern]) -> bool:
-    """Whether any of ``names`` (``(Class, key)``) is matched by one of ``patterns``."""
+    """Whether any of ``names`` is matched by one of ``patterns``.
+
+    A relationship's names are ``(Class, key)``, ``(module.Class, key)`` and ``(package, key)``
+    for its module and each package above it, so ``Class.*``, ``module.Class.key`` and
+    ``module.*`` match by the same three lookups."""
     return (
         any(
             name in patterns or (name[0], "*") in patterns or ("*", name[1]) in patterns

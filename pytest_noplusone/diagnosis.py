@@ -17,6 +17,7 @@ listener remembers the user's line once per query run, not once per object.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
+import greenlet
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapper, RelationshipProperty
@@ -39,11 +41,14 @@ from .capture import Location
 __all__ = [
     "LazyLoad",
     "Violation",
+    "allow_names",
     "begin_test",
+    "context_of",
     "explain_failure",
     "explained",
     "from_exception",
     "install",
+    "lazy_option",
     "record",
     "relationship_kind",
     "swallowed",
@@ -51,8 +56,11 @@ __all__ = [
 ]
 
 #: Why the load failed: the forced (or mapped) raise, an implicit query in async code, a
-#: detached parent, a parent expired by commit(), or a deferred column.
-CAUSES = ("raise_on_sql", "raise", "missing_greenlet", "detached", "expired", "deferred")
+#: detached parent, a parent expired by commit(), a deferred column, or a query that async
+#: code ran without an await and outside any attribute (a batch loader on the sync session).
+CAUSES = (
+    "raise_on_sql", "raise", "missing_greenlet", "detached", "expired", "deferred", "no_await"
+)
 
 _RAISE_MESSAGE = re.compile(r"'(\w+)\.(\w+)' is not available due to lazy='(raise_on_sql|raise)'")
 _LOADER_FRAME = "_fire_loader_callables"
@@ -88,6 +96,17 @@ class LazyLoad(NamedTuple):
     parents_loaded_at: Location | None
     #: Whether the owner class mixes in ``AsyncAttrs`` (``awaitable_attrs`` is available).
     async_attrs: bool = False
+    #: Where it was touched: ``"async"`` (an ``AsyncSession``'s object, outside an await),
+    #: ``"sync"`` (sync code, or no session), ``"greenlet"`` (inside ``run_sync`` and the like).
+    context: str = "sync"
+    #: Whether an assignment (``obj.rel = [...]``) loaded it, to replace its contents.
+    write: bool = False
+    #: When the object came from a relationship load (``selectinload(Address.user)``): the
+    #: class of the query that loaded it, and the loader options chained from there to it.
+    loaded_via: tuple[str, tuple[str, ...]] | None = None
+    #: The loader option of the parent's query that asked for this lazy load
+    #: (``lazyload(User.posts)``, ``lazyload("*")``).
+    lazy_option: str | None = None
 
     @property
     def collection(self) -> bool:
@@ -113,6 +132,13 @@ def _on_load(state: Any, context: Any) -> None:
         if len(_sites) >= _MAX_SITES:
             _sites.clear()
         _sites[runid] = Location(*frames[0]) if frames else None
+        for option in getattr(context.query, "_with_options", ()):
+            if getattr(option, "strategy", None) == _LAZY and type(option).__name__.startswith(
+                "_Wildcard"
+            ):
+                if len(_lazy_runs) >= _MAX_SITES:
+                    _lazy_runs.clear()
+                _lazy_runs.add(runid)
     except Exception:  # a guest in the user's query: never raise into it
         pass
 
@@ -129,8 +155,76 @@ def _expired(state: Any) -> bool:
     return bool(getattr(state, "expired_attributes", None) or getattr(state, "expired", False))
 
 
+def allow_names(load: LazyLoad) -> list[tuple[str, str]]:
+    """The ``(Class, key)`` names an ``allow_lazy`` entry can match ``load`` by (none for a
+    column: only a bare marker allows it)."""
+    if load.kind is None:
+        return []
+    head = load.attribute.rsplit(".", 1)[0]  # Class, or module.Class
+    names = [(load.owner, load.key), (head, load.key), (head.rsplit(".", 1)[-1], load.key)]
+    return list(dict.fromkeys(names))
+
+
+def _async_io_greenlet() -> type | None:
+    try:  # SQLAlchemy 2.0 tells its greenlets by class; 2.1 by a class attribute
+        module = importlib.import_module("sqlalchemy.util._concurrency_py3k")
+    except ImportError:
+        return None
+    found = getattr(module, "_AsyncIoGreenlet", None)
+    return found if isinstance(found, type) else None
+
+
+_AsyncIoGreenlet = _async_io_greenlet()
+
+
+def in_greenlet_spawn() -> bool:
+    """Whether sync-style code runs under ``greenlet_spawn`` (``run_sync``, an awaited ORM
+    call), where a query can run."""
+    current = greenlet.getcurrent()
+    return getattr(current, "__sqlalchemy_greenlet_provider__", False) or (
+        _AsyncIoGreenlet is not None and isinstance(current, _AsyncIoGreenlet)
+    )
+
+
+def context_of(state: Any) -> str:
+    """Where a lazy load of ``state`` runs now: ``"greenlet"`` inside ``greenlet_spawn``
+    (``run_sync``, ``awaitable_attrs``), ``"async"`` for an object of an async engine's session
+    (its query needs an await), ``"sync"`` otherwise (and ``"detached"`` without a session)."""
+    if in_greenlet_spawn():
+        return "greenlet"
+    session = getattr(state, "session", None)
+    if session is None:
+        return "detached"
+    try:
+        bind = session.get_bind(mapper=state.mapper)
+    except Exception:  # unbound: the load fails the same way anywhere
+        return "sync"
+    return "async" if getattr(bind.dialect, "is_async", False) else "sync"
+
+
+def _write_below(frame: FrameType | None) -> bool:
+    """Whether an attribute assignment is between ``frame`` and the user's code."""
+    for _ in range(12):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "__set__" and code.co_filename.endswith("attributes.py"):
+            return True
+        if _is_user(code.co_filename):
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _describe(
-    token: Any, state: Any, cause: str, touched: tuple[Location, ...], name: str | None = None
+    token: Any,
+    state: Any,
+    cause: str,
+    touched: tuple[Location, ...],
+    name: str | None = None,
+    *,
+    context: str | None = None,
+    write: bool = False,
 ) -> LazyLoad:
     owner_class = getattr(state, "class_", None) or token.parent.class_
     key = token.key
@@ -144,7 +238,7 @@ def _describe(
         if cause == "missing_greenlet" or (cause == "detached" and expired):
             cause = "expired" if expired else "deferred"
     return LazyLoad(
-        attribute=name or str(token),
+        attribute=name or _attribute_name(token),
         owner=owner_class.__name__,
         key=key,
         kind=kind,
@@ -152,7 +246,85 @@ def _describe(
         touched=touched,
         parents_loaded_at=_parents_site(state),
         async_attrs=isinstance(owner_class, type) and issubclass(owner_class, AsyncAttrs),
+        context=_context(state, cause) if context is None else context,
+        write=write,
+        loaded_via=_loaded_via(state) if isinstance(token, RelationshipProperty) else None,
+        lazy_option=(
+            lazy_option(state, token)
+            if state is not None and isinstance(token, RelationshipProperty)
+            else None
+        ),
     )
+
+
+_LAZY = (("lazy", "select"),)
+#: The runs (``runid``) of queries with ``lazyload("*")``: the wildcard is not kept on the
+#: objects it loads, so ``_on_load`` remembers the query.
+_lazy_runs: set[int] = set()
+
+
+def lazy_option(state: Any, prop: Any) -> str | None:
+    """The option of ``state``'s query that asked for ``prop`` to load lazily, or None."""
+    for option in state.load_options or ():
+        for element in getattr(option, "context", ()):
+            path: tuple[Any, ...] = tuple(getattr(element.path, "path", ()))
+            if len(path) >= 2 and path[-2] is prop and element.strategy == _LAZY:
+                return f"lazyload({prop.parent.class_.__name__}.{prop.key})"
+    if _lazy_runs and getattr(state, "runid", None) in _lazy_runs:
+        return 'lazyload("*")'
+    return None
+
+
+_LOADERS = {
+    "selectin": "selectinload",
+    "joined": "joinedload",
+    "subquery": "subqueryload",
+    "immediate": "immediateload",
+}
+
+
+def _loaded_via(state: Any) -> tuple[str, tuple[str, ...]] | None:
+    """The query class and the loader options that brought ``state`` in through relationships
+    (``("Address", ("selectinload(Address.user)",))``), or None for a top-level object."""
+    try:
+        path = tuple(getattr(getattr(state, "load_path", None), "path", ()) or ())
+        if len(path) < 3:
+            return None
+        strategies: dict[tuple[Any, ...], Any] = {}
+        for option in getattr(state, "load_options", ()) or ():
+            for element in getattr(option, "context", ()):
+                key = tuple(getattr(element.path, "path", ()))
+                strategies.setdefault(key, dict(element.strategy or ()).get("lazy"))
+        hops = []
+        for end in range(2, len(path), 2):
+            prop = path[end - 1]
+            lazy = strategies.get(path[: end + 1])
+            if lazy not in _LOADERS:
+                lazy = prop.lazy if prop.lazy in _LOADERS else None
+            if lazy is None:  # loaded lazily, or by a loader we cannot see: the usual one
+                lazy = "selectin" if prop.uselist else "joined"
+            hops.append(f"{_LOADERS[lazy]}({prop.parent.class_.__name__}.{prop.key})")
+        return path[0].class_.__name__, tuple(hops)
+    except Exception:  # a description, never a reason to fail
+        return None
+
+
+def _attribute_name(token: Any) -> str:
+    """``User.posts``; ``shop.models.User.posts`` when another mapped class is named User."""
+    from .enforcement import _all_mappers  # enforcement imports this module
+
+    cls = token.parent.class_
+    name = cls.__name__
+    if any(m.class_ is not cls and m.class_.__name__ == name for m in _all_mappers()):
+        return f"{cls.__module__}.{name}.{token.key}"
+    return str(token)
+
+
+def _context(state: Any, cause: str) -> str:
+    if cause == "missing_greenlet":
+        return "async"
+    context = context_of(state) if state is not None else "sync"
+    return "sync" if context == "detached" else context
 
 
 def _cause(error: BaseException) -> tuple[str, re.Match[str] | None] | None:
@@ -180,17 +352,42 @@ def _frames_of(tb: TracebackType | None) -> Iterator[tuple[FrameType, int]]:
         tb = tb.tb_next
 
 
-def _loader_in_traceback(
-    tb: TracebackType | None,
-) -> tuple[FrameType, tuple[Location, ...]] | None:
+class _Located(NamedTuple):
+    loader: FrameType
+    touched: tuple[Location, ...]
+    #: Whether ``greenlet_spawn`` ran the code that touched it (``run_sync``).
+    in_greenlet: bool
+    write: bool
+
+
+def _distinct(locations: Iterable[Location]) -> tuple[Location, ...]:
+    """The first ``_CALL_SITE`` locations, innermost first, skipping a repeated line (a lambda
+    or comprehension on the line of its caller): the caller of that function is shown."""
+    kept: list[Location] = []
+    for location in locations:
+        if kept and (location.filename, location.lineno) == (kept[-1].filename, kept[-1].lineno):
+            continue
+        kept.append(location)
+        if len(kept) == _CALL_SITE:
+            break
+    return tuple(kept)
+
+
+def _loader_in_traceback(tb: TracebackType | None) -> _Located | None:
     """The outermost loader frame of ``tb`` and the user's frames that led to it."""
     users: list[Location] = []
+    in_greenlet = write = False
     for frame, lineno in _frames_of(tb):
         code = frame.f_code
         if code.co_name == _LOADER_FRAME and "self" in frame.f_locals:
-            return frame, tuple(reversed(users[-_CALL_SITE:]))
+            return _Located(frame, _distinct(reversed(users)), in_greenlet, write)
         if _is_user(code.co_filename):
             users.append(Location(code.co_filename, lineno, code.co_name))
+            write = False
+        elif code.co_name == "greenlet_spawn":
+            in_greenlet = True
+        elif code.co_name == "__set__" and code.co_filename.endswith("attributes.py"):
+            write = True
     return None
 
 
@@ -226,16 +423,25 @@ def from_exception(error: BaseException) -> list[LazyLoad]:
         else:
             located = None
         if located is not None:
-            frame, touched = located
+            frame = located.loader
             token = getattr(frame.f_locals["self"], "parent_token", None)
             if token is None or not hasattr(token, "parent"):
                 continue
-            load = _describe(token, frame.f_locals.get("state"), cause, touched)
+            load = _describe(
+                token,
+                frame.f_locals.get("state"),
+                cause,
+                located.touched,
+                context="greenlet" if located.in_greenlet else None,
+                write=located.write,
+            )
         elif match is not None:  # raised away from a traceback we can read: use the message
             prop = _find_relationship(match.group(1), match.group(2))
             if prop is None:
                 continue
             load = _describe(prop, None, cause, (), name=f"{match.group(1)}.{match.group(2)}")
+        elif id(current) in _raw:  # a MissingGreenlet raised away from any attribute
+            load = _raw[id(current)][1]
         else:  # a MissingGreenlet or detached error that is not a lazy load
             continue
         if load not in loads:
@@ -283,6 +489,7 @@ def begin_test() -> None:
     if _violations:  # most tests have none: no lock to take
         with _lock:
             _violations.clear()
+            _raw.clear()
 
 
 def violations() -> list[Violation]:
@@ -303,7 +510,7 @@ def _add(load: LazyLoad, errors: Iterable[BaseException | None]) -> None:
 
 def _touched(frame: FrameType | None) -> tuple[Location, ...]:
     """The user's frames that touched an attribute, from ``frame`` outwards, innermost first."""
-    return tuple(Location(*user) for user in capture._user_frames(frame)[:_CALL_SITE])
+    return _distinct(Location(*user) for user in capture._user_frames(frame))
 
 
 def record(prop: Any, state: Any, error: BaseException) -> None:
@@ -312,7 +519,9 @@ def record(prop: Any, state: Any, error: BaseException) -> None:
         found = _cause(error)
         if found is None:
             return
-        _add(_describe(prop, state, found[0], _touched(sys._getframe(2))), [error])
+        frame = sys._getframe(2)
+        load = _describe(prop, state, found[0], _touched(frame), write=_write_below(frame))
+        _add(load, [error])
     except Exception:  # never replace the user's error with ours
         pass
 
@@ -384,11 +593,83 @@ def _loader_failed(error: BaseException) -> None:
         token = getattr(loader.f_locals["self"], "parent_token", None)
         if token is None or not hasattr(token, "parent"):
             return
+        _forget_raw(original)
         touched = _touched(loader.f_back)
-        load = _describe(token, loader.f_locals.get("state"), "missing_greenlet", touched)
+        state = loader.f_locals.get("state")
+        write = _write_below(loader.f_back)
+        load = _describe(token, state, "missing_greenlet", touched, write=write)
         _add(load, [error] if error is original else [error, original])
     except Exception:  # a guest in the user's load: never replace its error with ours
         pass
+
+
+# -- every other MissingGreenlet -----------------------------------------------------------
+# A query that async code runs without an await and outside any attribute (a GraphQL batch
+# loader calling SQLAlchemy's selectin loader on an AsyncSession's sync_session, a sync helper
+# using session.sync_session) fails with MissingGreenlet too, and is as often swallowed. Its
+# creation is the one place every path shares: MissingGreenlet.__init__ records it while the
+# stack is live (a load through an attribute is left to _loader_failed, which knows more).
+
+#: ``id(error)`` -> (the error, its description), for the errors recorded at creation.
+_raw: dict[int, tuple[BaseException, LazyLoad]] = {}
+_missing_greenlet_init: Any = None
+#: ``MissingGreenlet.__init__`` as the class defines it (None: inherited), to restore exactly.
+_own_init: Any = None
+
+
+def _forget_raw(error: BaseException) -> None:
+    entry = _raw.pop(id(error), None)
+    if entry is None or entry[0] is not error:
+        return
+    with _lock:
+        violation = _violations.get(entry[1])
+        if violation is not None:
+            violation.count -= 1
+            violation.errors = [each for each in violation.errors if each is not error]
+            if violation.count <= 0:
+                del _violations[entry[1]]
+
+
+def _created(error: BaseException) -> None:
+    try:
+        frame: FrameType | None = sys._getframe(2)
+        strategy: Any = None
+        start = frame
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == _LOADER_FRAME:
+                return  # an attribute's load: _loader_failed describes it
+            owner = frame.f_locals.get("self") if strategy is None else None
+            if isinstance(getattr(owner, "parent_property", None), RelationshipProperty):
+                strategy = owner
+            frame = frame.f_back
+        touched = _touched(start)
+        if strategy is not None:
+            token = strategy.parent_property
+            load = LazyLoad(
+                attribute=_attribute_name(token),
+                owner=token.parent.class_.__name__,
+                key=token.key,
+                kind=relationship_kind(token),
+                cause="no_await",
+                touched=touched,
+                parents_loaded_at=None,
+                context="async",
+            )
+        else:
+            load = LazyLoad("", "", "", None, "no_await", touched, None, context="async")
+        if len(_raw) >= _MAX_SITES:
+            _raw.clear()
+        _raw[id(error)] = (error, load)
+        _add(load, [error])
+    except Exception:  # a guest in the user's error: never replace it with ours
+        pass
+
+
+def _recording_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    __tracebackhide__ = True
+    _missing_greenlet_init(self, *args, **kwargs)
+    _created(self)
 
 
 def _is_test_code(filename: str, python_files: Sequence[str]) -> bool:
@@ -476,14 +757,18 @@ _installed = 0
 
 
 def install() -> None:
-    """Listen for loaded objects and wrap the loaders' entry (reference counted for nested
-    sessions)."""
-    global _installed
+    """Listen for loaded objects, wrap the loaders' entry and record every MissingGreenlet
+    (reference counted for nested sessions)."""
+    global _installed, _missing_greenlet_init
     _installed += 1
     if _installed == 1:
         event.listen(Mapper, "load", _on_load, raw=True)
         if _loader_owner is not None:
             setattr(_loader_owner, _LOADER_FRAME, _fire_loader_callables)
+        global _own_init
+        _own_init = exc.MissingGreenlet.__dict__.get("__init__")
+        _missing_greenlet_init = exc.MissingGreenlet.__init__
+        exc.MissingGreenlet.__init__ = _recording_init  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -494,6 +779,14 @@ def uninstall() -> None:
         event.remove(Mapper, "load", _on_load)
         if _loader_owner is not None:
             setattr(_loader_owner, _LOADER_FRAME, _loader_original)  # exactly as defined
+        if exc.MissingGreenlet.__dict__.get("__init__") is _recording_init:
+            if _own_init is None:
+                del exc.MissingGreenlet.__init__  # inherited, as defined
+            else:
+                exc.MissingGreenlet.__init__ = _own_init  # type: ignore[method-assign]
+        _missing_greenlet_init = None
+        _raw.clear()
+        _lazy_runs.clear()
         _sites.clear()
         _last_runid = None
         begin_test()

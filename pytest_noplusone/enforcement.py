@@ -32,7 +32,7 @@ from sqlalchemy.util import greenlet_spawn
 from . import diagnosis
 from .allow_lazy import Pattern, matches, permits
 
-__all__ = ["AuditEntry", "Enforcer", "audit", "known_names", "start", "stop", "unmatched"]
+__all__ = ["AuditEntry", "Enforcer", "Policy", "audit", "known_names", "start", "stop", "unmatched"]
 
 #: The lazy loader class: ``_LazyLoader`` on SQLAlchemy 2.1, ``LazyLoader`` on 2.0.
 _LazyLoader: Any = vars(_strategies).get("_LazyLoader") or vars(_strategies)["LazyLoader"]
@@ -50,21 +50,52 @@ _SELECT_KEY = (("lazy", "select"),)
 _explicit: set[greenlet.greenlet] = set()
 
 
+class Policy(NamedTuple):
+    """Which lazy loads run (and are counted) instead of raising, besides ``allow_lazy``."""
+
+    #: ``await obj.awaitable_attrs.rel``.
+    awaitable_attrs: bool = True
+    #: Loads in sync-style code run by ``greenlet_spawn``: ``AsyncSession.run_sync(fn)``.
+    run_sync: bool = True
+    #: Loads in sync code: a ``Session`` on a sync engine (``noplusone_sync_lazy = allow``).
+    sync: bool = False
+
+
+def _allowed(policy: Policy, state: Any) -> bool:
+    """Whether ``policy`` lets this load run: it can run here, and the user asked for it."""
+    if _explicit and greenlet.getcurrent() in _explicit:
+        return policy.awaitable_attrs
+    if diagnosis.in_greenlet_spawn():
+        return policy.run_sync
+    return policy.sync and diagnosis.context_of(state) == "sync"
+
+
 class _Guard:
     """The class-level lazy callable of a forced relationship."""
 
-    __slots__ = ("forced", "original", "prop")
+    __slots__ = ("forced", "original", "policy", "prop")
 
     def __init__(
-        self, prop: Any, forced: Callable[[Any, Any], Any], original: Callable[[Any, Any], Any]
+        self,
+        prop: Any,
+        forced: Callable[[Any, Any], Any],
+        original: Callable[[Any, Any], Any],
+        policy: Policy,
     ) -> None:
         self.prop = prop
         self.forced = forced
         self.original = original
+        self.policy = policy
 
     def __call__(self, state: Any, passive: Any) -> Any:
-        if permits(lambda: names_of(self.prop)) or (
-            _explicit and greenlet.getcurrent() in _explicit
+        if (
+            permits(lambda: names_of(self.prop))
+            or _allowed(self.policy, state)
+            # asked for with lazyload(): runs (and in async code fails with MissingGreenlet)
+            or (
+                (state.load_options or diagnosis._lazy_runs)
+                and diagnosis.lazy_option(state, self.prop) is not None
+            )
         ):
             return self.original(state, passive)
         try:
@@ -78,6 +109,7 @@ class _Guard:
 
 
 # -- await obj.awaitable_attrs.x: an explicit load, allowed unless noplusone_awaitable_attrs=forbid
+# (it runs in greenlet_spawn like run_sync: marking its greenlet tells the two apart)
 
 
 def _explicit_getattr(instance: Any, name: str) -> Any:
@@ -147,9 +179,18 @@ def _hierarchy(prop: Any) -> tuple[Any, ...]:
 
 
 def names_of(prop: Any, hierarchy: tuple[Any, ...] | None = None) -> tuple[Pattern, ...]:
-    """Every ``(Class, key)`` under which ``prop`` is mapped (its class and subclasses)."""
+    """Every name under which ``prop`` is mapped (its class and subclasses): ``(Class, key)``,
+    ``(module.Class, key)``, and ``(package, key)`` for its module and each package above it
+    (see ``allow_lazy.matches``)."""
     key = prop.key
-    return tuple((mapper.class_.__name__, key) for mapper in hierarchy or _hierarchy(prop))
+    names: list[Pattern] = []
+    for mapper in hierarchy or _hierarchy(prop):
+        cls = mapper.class_
+        module = cls.__module__
+        names += ((cls.__name__, key), (f"{module}.{cls.__qualname__}", key))
+        parts = module.split(".")
+        names += ((".".join(parts[:end]), key) for end in range(1, len(parts) + 1))
+    return tuple(names)
 
 
 class _Record:
@@ -184,10 +225,10 @@ def _relationships(mapper: Any) -> Iterator[Any]:
 class Enforcer:
     """Forcing for one pytest session: which relationships it swapped and how to put them back."""
 
-    def __init__(self, mode: str, allow: frozenset[Pattern], awaitable_attrs: str) -> None:
+    def __init__(self, mode: str, allow: frozenset[Pattern], policy: Policy) -> None:
         self.mode = mode
         self.allow = allow
-        self.awaitable_attrs = awaitable_attrs
+        self.policy = policy
         self.records: dict[Any, _Record] = {}
         self.skipped: set[Any] = set()
         #: Swapped objects someone else replaced before we restored (left as they were).
@@ -196,7 +237,7 @@ class Enforcer:
 
     def apply(self) -> None:
         """Force every configured relationship not yet forced (idempotent)."""
-        if self.awaitable_attrs == "allow" and self._getattr is None:
+        if self._getattr is None:
             self._getattr = _getitem_class.__dict__["__getattr__"]
             _getitem_class.__getattr__ = _awaitable_getattr
         for mapper in _all_mappers():
@@ -257,7 +298,7 @@ class Enforcer:
                 current = record.strategy._load_for_state
             elif type(owner) is not _LazyLoader:
                 continue
-            guard = _Guard(prop, record.forced._load_for_state, current)
+            guard = _Guard(prop, record.forced._load_for_state, current, self.policy)
             impl.callable_ = guard
             record.impls.append((impl, current, guard))
 
@@ -328,11 +369,24 @@ def _after_configured() -> None:
             _stack[-1].apply()
 
 
-def start(mode: str, allow: frozenset[Pattern], awaitable_attrs: str) -> Enforcer:
-    """Force every relationship now and every one configured later, until ``stop``."""
+def start(
+    mode: str,
+    allow: frozenset[Pattern],
+    awaitable_attrs: str,
+    *,
+    run_sync: str = "allow",
+    sync_lazy: str = "forbid",
+) -> Enforcer:
+    """Force every relationship now and every one configured later, until ``stop``.
+
+    ``awaitable_attrs``, ``run_sync`` and ``sync_lazy`` ("allow" or "forbid") say which lazy
+    loads still run: ``await obj.awaitable_attrs.rel``, loads inside
+    ``AsyncSession.run_sync``, and loads in sync code.
+    """
     if mode not in MODES:
         raise ValueError(f"{mode!r} is not one of {MODES}")
-    enforcer = Enforcer(mode, allow, awaitable_attrs)
+    policy = Policy(awaitable_attrs == "allow", run_sync == "allow", sync_lazy == "allow")
+    enforcer = Enforcer(mode, allow, policy)
     with _lock:
         if _stack:
             _stack[-1].restore(suspend=True)

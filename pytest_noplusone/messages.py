@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from .diagnosis import LazyLoad, Violation
     from .enforcement import AuditEntry
 
+#: The forms of an allow_lazy entry.
+FORMS = "Model.attr, Model.*, *.attr, package.module.Model.attr or package.module.*"
 #: Statement groups listed in one message before the rest is summarised.
 MAX_LISTED = 25
 _SQL_WIDTH = 200
@@ -480,6 +482,27 @@ def eager_load_fix(owner: str, key: str, *, collection: bool) -> str:
 def _lazy_headline(load: LazyLoad, times: str) -> str:
     what = f"{load.attribute} ({load.kind})" if load.kind else load.attribute
     cause = load.cause
+    if load.write and load.kind is not None and cause in ("raise_on_sql", "raise"):
+        return (
+            f"noplusone: assigning to {what}{times} loads its current contents first: a lazy "
+            f"load, which lazy='{cause}' forbids (enforced by pytest-noplusone)."
+        )
+    if load.write and load.kind is not None and cause == "missing_greenlet":
+        return (
+            f"noplusone: assigning to {what}{times} loads its current contents first: a lazy "
+            "load, which SQLAlchemy cannot run implicitly in async code (MissingGreenlet)."
+        )
+    if cause == "no_await":
+        if not load.kind:
+            return (
+                f"noplusone: a query ran{times} in async code without an await, where "
+                "SQLAlchemy cannot run it (MissingGreenlet)."
+            )
+        return (
+            f"noplusone: {what} was loaded{times} in async code without an await (not through "
+            "the attribute: a loader called on the sync session), where SQLAlchemy cannot run "
+            "the query (MissingGreenlet)."
+        )
     if cause in ("raise_on_sql", "raise"):
         return (
             f"noplusone: {what} was lazily loaded{times}, which lazy='{cause}' forbids "
@@ -511,9 +534,33 @@ def _lazy_headline(load: LazyLoad, times: str) -> str:
     )
 
 
+def _in_async(load: LazyLoad) -> bool:
+    """Whether the load was attempted in async code (where no lazy load can run)."""
+    return load.cause == "missing_greenlet" or load.context == "async"
+
+
 def _lazy_fix(load: LazyLoad) -> list[str]:
     eager = eager_load_fix(load.owner, load.key, collection=load.collection)
     variable = load.owner.lower()
+    query = f"in the query that loads the {load.owner} objects:"
+    if load.loaded_via is not None and load.kind is not None:
+        # The objects came from a relationship load: chain the option there.
+        root, hops = load.loaded_via
+        loader = "selectinload" if load.collection else "joinedload"
+        chain = ".".join([*hops, f"{loader}({load.owner}.{load.key})"])
+        eager = f"select({root}).options({chain})"
+        query = (
+            f"in the query that loads the {root} objects, chained to the loader that brought "
+            f"the {load.owner} objects:"
+        )
+    if load.cause == "no_await":
+        lines = ["  fix: run sync-style code with: await session.run_sync(fn) (fn gets the sync "
+                 "Session),"]
+        if load.kind:
+            lines.append(f"       or load it in an awaited query: {eager}")
+        else:
+            lines.append("       or await the query: await session.execute(...)")
+        return lines
     if load.kind is None:
         if load.cause == "deferred":
             return [f"  fix: load it with the object: select({load.owner}).options(undefer("
@@ -529,11 +576,57 @@ def _lazy_fix(load: LazyLoad) -> list[str]:
             "async_sessionmaker(engine, expire_on_commit=False),",
             f"       and eager-load it: {eager}",
         ]
+    awaiting = "await " if _in_async(load) or load.context == "greenlet" else ""
+    if load.lazy_option is not None and not load.write and load.cause != "detached":
+        loader = "selectinload" if load.collection else "joinedload"
+        lines = [
+            f"  the cause: the query that loaded the {load.owner} asked for this lazy load with "
+            f".options({load.lazy_option})",
+            f"  fix: in that query, replace {load.lazy_option} with "
+            f"{loader}({load.owner}.{load.key})",
+        ]
+        if _in_async(load) and load.async_attrs:
+            lines.append(f"       or, for one object: await {variable}.awaitable_attrs.{load.key}")
+        return lines
+    refresh = f'{awaiting}session.refresh({variable}, ["{load.key}"])'
+    if load.write and load.cause != "detached":
+        lines = [f"  fix: eager-load it {query}"]
+        lines.append(f"       {eager}")
+        lines.append(f"       or load it just before assigning: {refresh}")
+        if load.collection:
+            lines.append(
+                '       or, if the code only adds and removes rows: relationship(lazy="write_only")'
+            )
+        return lines
     where = "while the session is open, " if load.cause == "detached" else ""
-    lines = [f"  fix: eager-load it {where}in the query that loads the {load.owner} objects:"]
+    lines = [f"  fix: eager-load it {where}{query}"]
     lines.append(f"       {eager}")
-    if load.cause == "missing_greenlet" and load.async_attrs:
-        lines.append(f"       or, for one object: await {variable}.awaitable_attrs.{load.key}")
+    if _in_async(load) and load.cause != "detached":
+        if load.async_attrs:
+            lines.append(f"       or, for one object: await {variable}.awaitable_attrs.{load.key}")
+        else:
+            lines.append(f"       or, for one object: {refresh}")
+    return lines
+
+
+def _allow_lines(load: LazyLoad) -> list[str]:
+    causes = ("raise_on_sql", "raise", "missing_greenlet", "no_await")
+    if load.kind is None or load.cause not in causes:
+        return []
+    if _in_async(load):
+        return [
+            "  allow_lazy cannot make a lazy load work in async code; a test that expects this "
+            f'error (caught by your code): @pytest.mark.allow_lazy("{load.attribute}")'
+        ]
+    lines = [
+        f'  if the lazy load is intended: @pytest.mark.allow_lazy("{load.attribute}"), '
+        f"or noplusone_allow_lazy = {load.attribute}"
+    ]
+    if load.context == "sync":
+        lines.append(
+            "  or let every lazy load of sync code run (counted, N+1 checked): "
+            "noplusone_sync_lazy = allow"
+        )
     return lines
 
 
@@ -549,11 +642,7 @@ def lazy_load_explanation(load: LazyLoad, count: int = 1) -> str:
     if load.parents_loaded_at is not None:
         lines.append(f"  the {load.owner} was loaded at: {load.parents_loaded_at}")
     lines.extend(_lazy_fix(load))
-    if load.cause in ("raise_on_sql", "raise") and load.kind is not None:
-        lines.append(
-            f'  if the lazy load is intended: @pytest.mark.allow_lazy("{load.attribute}"), '
-            f"or noplusone_allow_lazy = {load.attribute}"
-        )
+    lines.extend(_allow_lines(load))
     return "\n".join(lines)
 
 
@@ -578,7 +667,7 @@ def allow_lazy_unmatched(source: str, entry: str) -> str:
     """A pattern of the allow list that matches no relationship (a typo disables nothing)."""
     return (
         f"{source} entry {entry!r} matches no mapped relationship; "
-        "use Model.attr, Model.* or *.attr with the names of a mapped class and relationship."
+        f"use {FORMS} with the names of a mapped class and relationship."
     )
 
 

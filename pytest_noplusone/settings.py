@@ -13,6 +13,8 @@ __all__ = ["Settings", "add_options", "resolve"]
 ENFORCE_MODES = ("raise_on_sql", "raise", "off")
 NPLUSONE_MODES = ("fail", "warn", "off")
 AWAITABLE_ATTRS_MODES = ("allow", "forbid")
+RUN_SYNC_MODES = ("allow", "forbid")
+SYNC_LAZY_MODES = ("forbid", "allow")
 
 
 class Settings(NamedTuple):
@@ -24,6 +26,8 @@ class Settings(NamedTuple):
     show_params: bool = True
     allow_lazy: tuple[str, ...] = ()
     awaitable_attrs: str = "allow"
+    run_sync: str = "allow"
+    sync_lazy: str = "forbid"
     audit: bool = False
     nplusone: str = "fail"
     threshold: int = 2
@@ -40,6 +44,10 @@ class Settings(NamedTuple):
             f"nplusone={self.nplusone}",
             f"threshold={self.threshold}",
         ]
+        if self.enforce != "off" and self.sync_lazy != "forbid":
+            parts.append(f"sync_lazy={self.sync_lazy}")
+        if self.enforce != "off" and self.run_sync != "allow":
+            parts.append(f"run_sync={self.run_sync}")
         if self.max_queries is not None:
             parts.append(f"max_queries={self.max_queries}")
         if self.report is not None:
@@ -118,7 +126,8 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "noplusone_allow_lazy",
-        "relationships allowed to lazy load: Model.attr, Model.* or *.attr.",
+        "relationships allowed to lazy load: Model.attr, Model.*, *.attr, "
+        "package.module.Model.attr or package.module.*.",
         type="linelist",
         default=[],
     )
@@ -126,6 +135,16 @@ def add_options(parser: pytest.Parser) -> None:
         "noplusone_awaitable_attrs",
         "allow (default) or forbid loads through obj.awaitable_attrs.",
         default="allow",
+    )
+    parser.addini(
+        "noplusone_run_sync",
+        "allow (default) or forbid lazy loads inside AsyncSession.run_sync.",
+        default="allow",
+    )
+    parser.addini(
+        "noplusone_sync_lazy",
+        "forbid (default) or allow lazy loads in sync code (counted, N+1 checked).",
+        default="forbid",
     )
     parser.addini("noplusone_nplusone", "fail (default), warn or off.", default="fail")
     parser.addini(
@@ -205,6 +224,12 @@ def resolve(config: pytest.Config) -> Settings:
             str(config.getini("noplusone_awaitable_attrs")),
             "noplusone_awaitable_attrs",
             AWAITABLE_ATTRS_MODES,
+        ),
+        run_sync=_choice(
+            str(config.getini("noplusone_run_sync")), "noplusone_run_sync", RUN_SYNC_MODES
+        ),
+        sync_lazy=_choice(
+            str(config.getini("noplusone_sync_lazy")), "noplusone_sync_lazy", SYNC_LAZY_MODES
         ),
         audit=bool(option.noplusone_audit),
         nplusone=nplusone,

@@ -155,8 +155,9 @@ def test_each_lazy_load_failure_is_explained_before_its_traceback(project: Proje
             f"  the User was loaded at: {at('load-users', 'test_collection')}",
             "  fix: eager-load it in the query that loads the User objects:",
             "       select(User).options(selectinload(User.posts))",
-            '  if the lazy load is intended: @pytest.mark.allow_lazy("User.posts"), '
-            "or noplusone_allow_lazy = User.posts",
+            "       or, for one object: await user.awaitable_attrs.posts",
+            "  allow_lazy cannot make a lazy load work in async code; a test that expects this "
+            'error (caught by your code): @pytest.mark.allow_lazy("User.posts")',
             "",
             # then the original traceback, untouched
             "*async def test_collection(session):",
@@ -337,8 +338,9 @@ async def test_expired_column(engine):
 
 
 @pytest.mark.allow_lazy("User.posts")
-async def test_allowed_relationship(session):
-    await greenlet_app.titles(await session.get(User, 1))
+async def test_an_allowed_relationship_expects_the_error(session):
+    status, _ = await greenlet_app.titles(await session.get(User, 1))
+    assert status == 500
 '''
 
 
@@ -348,7 +350,7 @@ def test_a_missing_greenlet_the_code_under_test_caught_still_fails(project: Proj
     project.pytester.makepyfile(greenlet_app=HIDDEN_GREENLET_APP)
     project.write_test(HIDDEN_GREENLET_TEST)
     result = project.run("-p", "no:randomly")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=1, passed=1)
     hidden = (
         "noplusone: a lazy load failed in this test, but the error never reached the test: "
         "your code caught it (an HTTP 500 response, for example)."
@@ -365,16 +367,8 @@ def test_a_missing_greenlet_the_code_under_test_caught_still_fails(project: Proj
             + at("greenlet_app.rename", "test_expired_column", HIDDEN_GREENLET_TEST),
         ]
     )
-    result.stdout.fnmatch_lines(
-        [
-            "*_ test_allowed_relationship _*",
-            hidden,
-            "",
-            "noplusone: User.posts (one-to-many collection) was lazily loaded in async code, "
-            "where SQLAlchemy cannot run the implicit query (MissingGreenlet).",
-            f"  touched at: greenlet_app.py:{line(HIDDEN_GREENLET_APP, 'user.posts]')} in titles",
-        ]
-    )
+    # allow_lazy cannot make it work in async code, so the test says it expects the 500
+    result.stdout.no_fnmatch_line("*_ test_an_allowed_relationship_expects_the_error _*")
 
 
 XDIST_TEST = '''
