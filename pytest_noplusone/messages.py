@@ -53,13 +53,9 @@ def statement_lines(shapes: Iterable[ShapeStats], *, show_params: bool) -> list[
         example = stats.example
         repeat = f"{stats.count}x " if stats.count > 1 else ""
         lines.append(f"{number:>3}. {repeat}{shorten(example.sql, _SQL_WIDTH)}")
-        site = example.call_site
-        if site:
-            lines.append(f"       from {site[0]}")
-            if len(site) > 1:
-                lines.append(f"       called from {site[1]}")
-        else:
-            lines.append("       from (no frame of your code on the stack)")
+        lines.extend(_site_lines(example.call_site, "       "))
+        if example.background:
+            lines.append("       in background work started before the test (a fixture's thread)")
         if show_params and example.parameters not in (None, (), {}, []):
             label = "first parameters" if stats.count > 1 else "parameters"
             lines.append(f"       {label}: {shorten(repr(example.parameters), _PARAMS_WIDTH)}")
