@@ -48,14 +48,18 @@ app = Starlette(routes=[Route("/count", count), Route("/titles", titles), Route(
 WEB_TESTS = """
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
 import web
+from conftest import make_engine
 
 
 @pytest.fixture
-def client(sessionmaker):
-    web.sessionmaker = sessionmaker
+def client(engine):  # engine: the seeded database
+    # The app runs in the TestClient's own event loop: connections of its own (NullPool).
+    web.sessionmaker = async_sessionmaker(make_engine(poolclass=NullPool))
     with TestClient(web.app) as client:  # its portal thread starts here, before the test
         yield client
 
