@@ -430,9 +430,13 @@ def _invocation(stats: ShapeStats, threshold: int) -> tuple[int, Any, int] | Non
     input is not a loop of that function)."""
     site = stats.example._site
     tests = site.tests
+    innermost = True
     for level in range(len(stats.levels)):
-        if (level and tests[level]) or site.frames[level][2] in _COMPREHENSIONS:
+        if site.frames[level][2] in _COMPREHENSIONS:
             continue  # a comprehension is part of its function (inlined from Python 3.12 on)
+        if tests[level] and not innermost:
+            continue
+        innermost = False
         found = stats.invocation(level)
         if found is not None and found[1] >= threshold:
             return level, found[0], found[1]

@@ -133,7 +133,8 @@ def test_sync_lazy_allow_counts_sync_loads_and_async_ones_still_raise(project: P
     result.stdout.fnmatch_lines(
         [
             "*_ test_a_loop_over_users _*",
-            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            "N+1 query: User.posts was lazily loaded 5 times in one call of test_a_loop_over_users, "
+            "for 5 different User objects.",
             f"  from {at(project, 'touch-loop', 'test_a_loop_over_users')}",
         ]
     )
@@ -189,7 +190,7 @@ def test_run_sync_loads_run_and_are_judged(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*_ test_a_loop_in_run_sync _*",
-            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            "N+1 query: User.posts was lazily loaded 5 times in one call of *, for 5 different User objects.",
             # <listcomp> on Python < 3.12, <lambda> since comprehensions are inlined
             f"  from {at(project, '# loop', '*')}",
         ]
@@ -672,7 +673,7 @@ def test_explicit_lazyload_options(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*_ test_a_repository_lazyload_star _*",
-            "N+1 query: User.posts was lazily loaded 5 times, for 5 different User objects.",
+            "N+1 query: User.posts was lazily loaded 5 times in one call of *, for 5 different User objects.",
             f"  from {at(project, '# star-loop', '*')}",
         ]
     )
