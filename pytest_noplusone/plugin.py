@@ -90,6 +90,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "in this test; no names: every relationship.",
     )
     resolved = settings.resolve(config)
+    if not resolved.enabled:
+        # Switched off: the markers above stay known (--strict-markers suites still run) and
+        # the noplusone_queries fixture still counts; nothing is enforced or checked.
+        config.stash[settings_key] = resolved
+        capture.set_root(config.rootpath)
+        capture.acquire()
+        return
     # A bad entry stops the run here.
     config.stash[ini_allow_lazy_key] = allow_lazy.patterns_from_ini(resolved.allow_lazy)
     detection.threshold = resolved.threshold
@@ -117,6 +124,8 @@ def _orm(config: pytest.Config) -> bool:
         return True
     if "sqlalchemy.orm" not in sys.modules or settings_key not in config.stash:
         return False
+    if not config.stash[settings_key].enabled:
+        return False
     from . import diagnosis, enforcement
 
     resolved = config.stash[settings_key]
@@ -142,7 +151,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             if enforcer is not None:
                 enforcement.stop(enforcer)  # exactly as mapped, for the next in-process run
             diagnosis.uninstall()
-        capture.release()
+        capture.release()  # acquired also when switched off
         capture.set_ignore(())
         assertions.show_params = True
         detection.threshold = 2
@@ -200,6 +209,8 @@ class _Marks:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # The fixture keeps statements (noplusone_queries); a test's log keeps none.
     state = item.stash[test_key] = _TestState(QueryLog(keep=0))
+    if not item.config.stash[settings_key].enabled:
+        return
     if _orm(item.config):
         from . import diagnosis
 
@@ -238,7 +249,7 @@ def _allow_lazy(item: pytest.Item, markers: list[pytest.Mark]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     resolved = config.stash.get(settings_key, None)
-    if resolved is None:
+    if resolved is None or not resolved.enabled:
         return
     _orm(config)  # the test modules may have imported the ORM
     if not resolved.allow_lazy or resolved.enforce == "off":
@@ -311,6 +322,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     finally:
         capture.close_window(log)
     state.complete = True
+    if not config.enabled:
+        return result
     # Only reached when the body passed: a budget can never hide the test's own exception.
     problems: list[str] = []
     budget = state.budget
@@ -356,7 +369,7 @@ def pytest_runtest_makereport(
         if explanation is not None:
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
     state = item.stash.get(test_key, None) if call.when == "call" else None
-    if state is not None:
+    if state is not None and gate_key in item.config.stash:
         gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
     return report
 
@@ -375,7 +388,9 @@ class _ReportListener:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
     result = yield
-    session.config.stash[gate_key].finish(session)
+    gate_state = session.config.stash.get(gate_key, None)
+    if gate_state is not None:  # None when switched off
+        gate_state.finish(session)
     return result
 
 
