@@ -63,6 +63,7 @@ class _Guard:
         self.original = original
 
     def __call__(self, state: Any, passive: Any) -> Any:
+        __tracebackhide__ = True  # a failure points at the user's line, not at this guard
         if permits(lambda: names_of(self.prop)) or (
             _explicit and greenlet.getcurrent() in _explicit
         ):

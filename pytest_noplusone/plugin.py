@@ -368,10 +368,22 @@ def pytest_runtest_makereport(
         explanation = diagnosis.explain_failure(call.excinfo.value, python_files)
         if explanation is not None:
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
+            # Travels to an xdist controller with the report (a report's extra attributes do).
+            report.noplusone_explained = True  # type: ignore[attr-defined]
     state = item.stash.get(test_key, None) if call.when == "call" else None
     if state is not None and gate_key in item.config.stash:
         gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # On an xdist controller an explained failure arrives as text: give it back its one-line
+    # crash, so that the summary line and --tb=line read as they do without xdist.
+    if getattr(report, "noplusone_explained", False) and isinstance(report.longrepr, str):
+        from . import diagnosis
+
+        report.longrepr = diagnosis.explained_text(report.longrepr)
 
 
 class _ReportListener:
