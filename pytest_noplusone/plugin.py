@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
@@ -370,10 +371,24 @@ def pytest_runtest_makereport(
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
             # Travels to an xdist controller with the report (a report's extra attributes do).
             report.noplusone_explained = True  # type: ignore[attr-defined]
+    if report.failed and call.when == "call":
+        _crash_at_the_test(item, report)
     state = item.stash.get(test_key, None) if call.when == "call" else None
     if state is not None and gate_key in item.config.stash:
         gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
     return report
+
+
+def _crash_at_the_test(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Put the one-line crash of the plugin's own failures (``pytest.fail`` in
+    ``pytest_runtest_call``) at the test, not at this file: ``--tb=line`` shows it."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    path = getattr(crash, "path", None)
+    if not isinstance(path, str) or os.path.abspath(path) != os.path.abspath(__file__):
+        return
+    filename, lineno, _ = item.location
+    crash.path = filename  # type: ignore[union-attr]
+    crash.lineno = (lineno or 0) + 1  # type: ignore[union-attr]
 
 
 @pytest.hookimpl(tryfirst=True)

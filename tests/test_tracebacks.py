@@ -65,3 +65,34 @@ def test_tb_line_points_at_the_users_line(project: Project) -> None:
             f"test_scenario.py:{second}: noplusone: User.posts (one-to-many collection) was lazily loaded, *",
         ]
     )
+
+
+BUDGET = """
+import pytest
+from sqlalchemy import select
+
+from models import User
+
+
+@pytest.mark.max_queries(1)
+async def test_over_budget(session):
+    await session.scalars(select(User))
+    await session.scalars(select(User).where(User.id == 1))
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["no-xdist", "xdist"])
+def test_tb_line_of_a_budget_failure_points_at_the_test(
+    project: Project, workers: list[str]
+) -> None:
+    project.write_test(BUDGET)
+    result = project.run("--tb=line", "-rf", *workers)
+    result.assert_outcomes(failed=1)
+    line = project.line_of("@pytest.mark.max_queries(1)")
+    result.stdout.fnmatch_lines(
+        [
+            f"test_scenario.py:{line}: Failed: Expected at most 1 query but 2 were run.",
+            "FAILED test_scenario.py::test_over_budget - Failed: Expected at most 1 query*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*plugin.py*")
