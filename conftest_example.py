@@ -3,6 +3,10 @@
 Copy the fixtures below into your ``conftest.py``, replace the stand-in models with an import of
 your own (``from myapp.models import Base``), and seed the data your tests need in ``populate``.
 
+It needs pytest-asyncio 1.0 or later and works in its default ``strict`` mode and in ``auto``
+mode: the async fixtures are ``pytest_asyncio.fixture`` (function-scoped, on the test's event
+loop) and async tests carry ``@pytest.mark.asyncio`` (in auto mode the mark is optional).
+
 Two habits make lazy loads visible in tests:
 
 * seed the data in one session and test in a *fresh* one, so the identity map cannot serve a
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import ForeignKey, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncAttrs,
@@ -64,7 +69,7 @@ async def make_engine(tmp_path: Path) -> AsyncEngine:
     )
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A database with empty tables (fixture setup and teardown queries are never counted)."""
     engine = await make_engine(tmp_path)
@@ -77,7 +82,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def populate(engine: AsyncEngine) -> None:
     """Seed in a session of its own: nothing seeded stays in the test's identity map."""
     async with async_sessionmaker(engine)() as session:
@@ -87,7 +92,7 @@ async def populate(engine: AsyncEngine) -> None:
         await session.commit()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def session(engine: AsyncEngine, populate: None) -> AsyncIterator[AsyncSession]:
     """A fresh session on seeded data, the one the code under test uses."""
     async with async_sessionmaker(engine, expire_on_commit=False)() as session:
@@ -95,6 +100,7 @@ async def session(engine: AsyncEngine, populate: None) -> AsyncIterator[AsyncSes
 
 
 # --- what a test then looks like ---------------------------------------------------------------
+@pytest.mark.asyncio
 @pytest.mark.max_queries(2)
 async def test_authors_with_books(session: AsyncSession) -> None:
     authors = await session.scalars(select(Author).options(selectinload(Author.books)))

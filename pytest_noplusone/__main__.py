@@ -1,16 +1,18 @@
-"""``python -m pytest_noplusone compare OLD.json NEW.json``: per-test query count deltas.
+"""The ``noplusone`` command (also ``python -m pytest_noplusone``).
 
-Exit status: 0 when no test's count rose, 1 when one did, 2 for a bad command line or file.
+``noplusone compare OLD.json NEW.json``: per-test query count deltas. Exit status: 0 when no
+test's count rose, 1 when one did, 2 for a bad command line or file.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import messages
+from . import __version__, messages
 from .counts import Change, CountsFileError, Entry, compare, load_counts, without_schema
 
 __all__ = ["main"]
@@ -19,12 +21,21 @@ __all__ = ["main"]
 _ORDER = {"regression": 0, "new": 1, "improvement": 2, "removed": 3, "unchanged": 4}
 
 
+def _prog() -> str:
+    """How the user called us: ``noplusone`` (the console script) or ``python -m ...``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name in ("", "__main__.py", "-c"):
+        return "python -m pytest_noplusone"
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pytest_noplusone",
+        prog=_prog(),
         description="Tools for pytest-noplusone report and baseline files.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"pytest-noplusone {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     command = commands.add_parser(
         "compare",
         help="compare the per-test query counts of two report or baseline files.",
@@ -105,7 +116,11 @@ def render(old: dict[str, Entry], new: dict[str, Entry], *, show_all: bool = Fal
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    arguments = _parser().parse_args(argv)
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command is None:  # no command: say what there is
+        parser.print_help()
+        return 0
     try:
         old = load_counts(arguments.old)
         new = load_counts(arguments.new)

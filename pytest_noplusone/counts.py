@@ -152,6 +152,17 @@ def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _wrong_version(version: object) -> str:
+    if version is None:
+        return f'no "version"; this plugin reads "version": {VERSION}'
+    if isinstance(version, (str, int, float)):
+        shown = json.dumps(version)
+    else:
+        shown = f"a JSON {type(version).__name__}"
+    hint = " (a number, not a string)" if version == str(VERSION) else ""
+    return f'"version": {shown}, but this plugin reads "version": {VERSION}{hint}'
+
+
 def load_counts(path: Path) -> dict[str, Entry]:
     """The per-test counts of a baseline or report file; ``CountsFileError`` names what is wrong.
 
@@ -171,10 +182,9 @@ def load_counts(path: Path) -> dict[str, Entry]:
         raise CountsFileError(path, f"not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise CountsFileError(path, "not a JSON object")
-    if document.get("version") != VERSION:
-        raise CountsFileError(
-            path, f"version {document.get('version')!r}, but this plugin reads version {VERSION}"
-        )
+    version = document.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise CountsFileError(path, _wrong_version(version))
     tests = document.get("tests")
     if not isinstance(tests, dict):
         raise CountsFileError(path, 'no "tests" object')

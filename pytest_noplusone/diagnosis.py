@@ -46,6 +46,7 @@ __all__ = [
     "context_of",
     "explain_failure",
     "explained",
+    "explained_text",
     "from_exception",
     "install",
     "lazy_option",
@@ -715,6 +716,57 @@ def explain_failure(error: BaseException | None, python_files: Sequence[str]) ->
     return None
 
 
+#: The user's line in an explanation (``messages.lazy_load_report``).
+_TOUCHED = re.compile(r"^  touched at: (.+):(\d+) in \S+$", re.MULTILINE)
+
+
+class _Crash(NamedTuple):
+    """What pytest reads of a ``reprcrash``: ``path:lineno: message``."""
+
+    path: str
+    lineno: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.message}"
+
+
+def _crash(text: str, path: str, lineno: int) -> _Crash:
+    touched = _TOUCHED.search(text)
+    if touched is not None:
+        path, lineno = touched.group(1), int(touched.group(2))
+    return _Crash(path, lineno, text.splitlines()[0])
+
+
+class _ExplainedText:
+    """An explained failure as an xdist controller receives it (text), with its ``reprcrash``.
+
+    The controller's summary line and ``--tb=line`` then read as without xdist (pytest
+    shows the whole of a plain-text ``longrepr`` as the summary line on CI).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @property
+    def reprcrash(self) -> _Crash:
+        """The explanation's first line, at the user's line that touched the relationship."""
+        return _crash(self.text, "?", 0)
+
+    def toterminal(self, tw: Any) -> None:
+        """Write the text as the worker's report had it."""
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def explained_text(longrepr: str) -> Any:
+    """An explained ``longrepr`` received as text, given back its one-line ``reprcrash``."""
+    return _ExplainedText(longrepr)
+
+
 class _Explained:
     """A failure's ``longrepr`` with the noplusone explanation in front of the traceback.
 
@@ -728,8 +780,16 @@ class _Explained:
 
     @property
     def reprcrash(self) -> Any:
-        """The one-line crash description, for ``-ra`` and junitxml."""
-        return getattr(self.original, "reprcrash", None)
+        """The one-line crash description, for ``-ra``, ``--tb=line`` and junitxml.
+
+        The explanation's first line, at the line of the user's code that touched the
+        relationship: the same summary line as under xdist (which sends the text), and a
+        ``--tb=line`` location in the user's code rather than in SQLAlchemy's.
+        """
+        original = getattr(self.original, "reprcrash", None)
+        if original is None:
+            return None
+        return _crash(self.text, original.path, original.lineno)
 
     def toterminal(self, tw: Any) -> None:
         """Write the explanation, then the original traceback."""

@@ -88,6 +88,7 @@ class _Guard:
         self.policy = policy
 
     def __call__(self, state: Any, passive: Any) -> Any:
+        __tracebackhide__ = True  # a failure points at the user's line, not at this guard
         if (
             permits(lambda: names_of(self.prop))
             or _allowed(self.policy, state)

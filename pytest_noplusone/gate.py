@@ -151,6 +151,8 @@ class Gate:
             raise pytest.UsageError(messages.update_without_baseline())
         if path is not None and settings.report is not None and _same(path, settings.report):
             raise pytest.UsageError(messages.report_is_baseline(path))
+        if path is not None and path.is_dir():
+            raise pytest.UsageError(messages.baseline_is_directory(path))
         if path is not None:
             from .counts import CountsFileError, load_counts
 

@@ -135,6 +135,14 @@ def bad_baseline(path: object, reason: str, *, missing: bool) -> str:
     )
 
 
+def baseline_is_directory(path: object) -> str:
+    """The UsageError of a baseline path that names a directory (never to be deleted)."""
+    return (
+        f"noplusone baseline {path}: a directory, not a file; give the path of a file, "
+        f"e.g. --noplusone-baseline={path}/noplusone-baseline.json."
+    )
+
+
 def cannot_write(path: object, problem: str) -> str:
     """A report or baseline that cannot be written."""
     return f"noplusone could not write {path}: {problem}."

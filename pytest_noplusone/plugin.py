@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -97,6 +98,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "in this test; no names: every relationship.",
     )
     resolved = settings.resolve(config)
+    if not resolved.enabled:
+        # Switched off: the markers above stay known (--strict-markers suites still run) and
+        # the noplusone_queries fixture still counts; nothing is enforced or checked.
+        config.stash[settings_key] = resolved
+        capture.set_root(config.rootpath)
+        capture.acquire()
+        return
     # A bad entry stops the run here.
     config.stash[ini_allow_lazy_key] = allow_lazy.patterns_from_ini(resolved.allow_lazy)
     detection.threshold = resolved.threshold
@@ -150,6 +158,8 @@ def _orm(config: pytest.Config) -> bool:
         return True
     if "sqlalchemy.orm" not in sys.modules or settings_key not in config.stash:
         return False
+    if not config.stash[settings_key].enabled:
+        return False
     from . import diagnosis, enforcement
 
     resolved = config.stash[settings_key]
@@ -179,7 +189,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             if enforcer is not None:
                 enforcement.stop(enforcer)  # exactly as mapped, for the next in-process run
             diagnosis.uninstall()
-        capture.release()
+        capture.release()  # acquired also when switched off
         capture.set_ignore(())
         assertions.show_params = True
         detection.threshold = 2
@@ -237,6 +247,8 @@ class _Marks:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # The fixture keeps statements (noplusone_queries); a test's log keeps none.
     state = item.stash[test_key] = _TestState(QueryLog(keep=0))
+    if not item.config.stash[settings_key].enabled:
+        return
     if _orm(item.config):
         from . import diagnosis
 
@@ -282,7 +294,12 @@ def _judge_allow_lazy(item: pytest.Item, nextitem: pytest.Item | None) -> None:
             for entry in _unmatched(config, state.allow_lazy)
         ]
     resolved = config.stash.get(settings_key, None)
-    if nextitem is None and resolved is not None and resolved.enforce != "off":
+    if (
+        nextitem is None
+        and resolved is not None
+        and resolved.enabled
+        and resolved.enforce != "off"
+    ):
         texts += [
             messages.allow_lazy_unmatched("noplusone_allow_lazy", entry)
             for entry in _unmatched(config, config.stash[ini_allow_lazy_key])
@@ -292,7 +309,8 @@ def _judge_allow_lazy(item: pytest.Item, nextitem: pytest.Item | None) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if settings_key in session.config.stash:
+    resolved = session.config.stash.get(settings_key, None)
+    if resolved is not None and resolved.enabled:
         _orm(session.config)  # the test modules may have imported the ORM
 
 
@@ -372,6 +390,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     finally:
         capture.close_window(log)
     state.complete = True
+    if not config.enabled:
+        return result
     # Only reached when the body passed: a budget can never hide the test's own exception.
     problems: list[str] = []
     budget = state.budget
@@ -416,11 +436,37 @@ def pytest_runtest_makereport(
         explanation = diagnosis.explain_failure(call.excinfo.value, python_files)
         if explanation is not None:
             report.longrepr = diagnosis.explained(report.longrepr, explanation)
+            # Travels to an xdist controller with the report (a report's extra attributes do).
+            report.noplusone_explained = True  # type: ignore[attr-defined]
+    if report.failed and call.when == "call":
+        _crash_at_the_test(item, report)
     state = item.stash.get(test_key, None) if call.when == "call" else None
-    if state is not None:
+    if state is not None and gate_key in item.config.stash:
         gate.attach(item, report, state.log, state.budget, state.findings, state.complete)
         state.log.release()  # the frames that told invocations apart: findings are made
     return report
+
+
+def _crash_at_the_test(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Put the one-line crash of the plugin's own failures (``pytest.fail`` in
+    ``pytest_runtest_call``) at the test, not at this file: ``--tb=line`` shows it."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    path = getattr(crash, "path", None)
+    if not isinstance(path, str) or os.path.abspath(path) != os.path.abspath(__file__):
+        return
+    filename, lineno, _ = item.location
+    crash.path = filename  # type: ignore[union-attr]
+    crash.lineno = (lineno or 0) + 1  # type: ignore[union-attr]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # On an xdist controller an explained failure arrives as text: give it back its one-line
+    # crash, so that the summary line and --tb=line read as they do without xdist.
+    if getattr(report, "noplusone_explained", False) and isinstance(report.longrepr, str):
+        from . import diagnosis
+
+        report.longrepr = diagnosis.explained_text(report.longrepr)
 
 
 class _ReportListener:
@@ -437,7 +483,9 @@ class _ReportListener:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
     result = yield
-    session.config.stash[gate_key].finish(session)
+    gate_state = session.config.stash.get(gate_key, None)
+    if gate_state is not None:  # None when switched off
+        gate_state.finish(session)
     return result
 
 

@@ -20,6 +20,9 @@ SYNC_LAZY_MODES = ("forbid", "allow")
 class Settings(NamedTuple):
     """The plugin's configuration for one session."""
 
+    #: False with ``--noplusone-off`` or ini ``noplusone = off``: nothing is enforced or
+    #: checked; the markers stay registered and ``noplusone_queries`` still counts.
+    enabled: bool = True
     enforce: str = "raise_on_sql"
     max_queries: int | None = None
     ignore: tuple[re.Pattern[str], ...] = ()
@@ -39,6 +42,8 @@ class Settings(NamedTuple):
 
     def header(self) -> str:
         """The one line shown in pytest's header."""
+        if not self.enabled:
+            return "noplusone: off (markers are ignored; noplusone_queries still counts)"
         parts = [
             f"enforce={self.enforce}",
             f"nplusone={self.nplusone}",
@@ -64,6 +69,13 @@ class Settings(NamedTuple):
 def add_options(parser: pytest.Parser) -> None:
     """Register the command-line options and ini keys."""
     group = parser.getgroup("noplusone", "SQLAlchemy query counting and N+1 prevention")
+    group.addoption(
+        "--noplusone-off",
+        action="store_true",
+        default=False,
+        help="switch pytest-noplusone off for this run: no enforcement, budgets, N+1 checks, "
+        "report or baseline; its markers stay registered and noplusone_queries still counts.",
+    )
     group.addoption(
         "--noplusone-enforce",
         choices=ENFORCE_MODES,
@@ -107,10 +119,19 @@ def add_options(parser: pytest.Parser) -> None:
         help="compare schema work (DDL, PRAGMA, catalog reads) with the baseline too.",
     )
     parser.addini(
+        "noplusone",
+        "false (or off) switches the plugin off, as --noplusone-off does (default true).",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
         "noplusone_enforce", "raise_on_sql (default), raise or off.", default="raise_on_sql"
     )
     parser.addini(
-        "noplusone_max_queries", "default query budget for tests without a marker.", default=""
+        "noplusone_max_queries",
+        "default query budget (an int) for tests without a marker.",
+        type="int",
+        default=None,
     )
     parser.addini(
         "noplusone_ignore",
@@ -149,8 +170,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("noplusone_nplusone", "fail (default), warn or off.", default="fail")
     parser.addini(
         "noplusone_threshold",
-        "repeats of one statement from one call site that make an N+1 (default 2).",
-        default="2",
+        "repeats of one statement from one call site that make an N+1 (an int, default 2).",
+        type="int",
+        default=2,
     )
     parser.addini("noplusone_report", "path of the JSON report.", default="")
     parser.addini("noplusone_baseline", "path of the query-count baseline.", default="")
@@ -171,16 +193,36 @@ def _choice(value: str, name: str, valid: tuple[str, ...]) -> str:
     return value
 
 
-def _int(value: str, name: str, minimum: int) -> int:
+#: The value at the end of pytest's (or ``int()``'s) complaint about an ini value:
+#: "invalid truth value 'perhaps'", "... expects an int, got str: 'many'".
+_CULPRIT = re.compile(r"""^.*(?:: | )('.*'|".*"|[^ ]+)$""")
+
+
+def _ini(config: pytest.Config, name: str, expected: str) -> object:
+    """``config.getini(name)``; a value of the wrong type is a usage error that names it."""
     try:
-        number = int(value.strip())
-    except ValueError:
-        number = minimum - 1
-    if number < minimum:
-        raise pytest.UsageError(
-            f"{value.strip()!r} is not a valid {name}; use a whole number >= {minimum}."
-        )
-    return number
+        return config.getini(name)
+    except (ValueError, TypeError, pytest.UsageError) as error:
+        text = str(error)
+        match = _CULPRIT.search(text)
+        culprit = match.group(1) if match else text
+        raise pytest.UsageError(f"{culprit} is not a valid {name}; use {expected}.") from None
+
+
+def _int(config: pytest.Config, name: str, minimum: int) -> int | None:
+    expected = f"a whole number >= {minimum}"
+    value = _ini(config, name, expected)
+    if value is None:
+        return None
+    if isinstance(value, str):  # pytest < 9's TOML ini_options may hand us a string
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise pytest.UsageError(f"{value!r} is not a valid {name}; use {expected}.") from None
+    assert isinstance(value, int)
+    if value < minimum:
+        raise pytest.UsageError(f"{str(value)!r} is not a valid {name}; use {expected}.")
+    return value
 
 
 def _patterns(lines: list[str]) -> tuple[re.Pattern[str], ...]:
@@ -211,14 +253,13 @@ def resolve(config: pytest.Config) -> Settings:
     nplusone = option.noplusone_nplusone or _choice(
         str(config.getini("noplusone_nplusone")), "noplusone_nplusone", NPLUSONE_MODES
     )
-    max_queries_ini = str(config.getini("noplusone_max_queries")).strip()
+    threshold = _int(config, "noplusone_threshold", 2)
     return Settings(
+        enabled=not option.noplusone_off and bool(_ini(config, "noplusone", "true or false")),
         enforce=enforce,
-        max_queries=(
-            _int(max_queries_ini, "noplusone_max_queries", 0) if max_queries_ini else None
-        ),
+        max_queries=_int(config, "noplusone_max_queries", 0),
         ignore=_patterns(list(config.getini("noplusone_ignore"))),
-        show_params=bool(config.getini("noplusone_show_params")),
+        show_params=bool(_ini(config, "noplusone_show_params", "true or false")),
         allow_lazy=tuple(str(line) for line in config.getini("noplusone_allow_lazy")),
         awaitable_attrs=_choice(
             str(config.getini("noplusone_awaitable_attrs")),
@@ -233,7 +274,7 @@ def resolve(config: pytest.Config) -> Settings:
         ),
         audit=bool(option.noplusone_audit),
         nplusone=nplusone,
-        threshold=_int(str(config.getini("noplusone_threshold")), "noplusone_threshold", 2),
+        threshold=2 if threshold is None else threshold,
         report=_path(config, option.noplusone_report, "noplusone_report"),
         baseline=_path(config, option.noplusone_baseline, "noplusone_baseline"),
         update_baseline=bool(option.noplusone_update_baseline),

@@ -217,6 +217,23 @@ def test_missing_baseline_is_a_usage_error_naming_the_path(project: Project) -> 
 
 
 @sqlite_only
+@pytest.mark.parametrize("update", [False, True])
+def test_directory_as_baseline_is_told_to_name_a_file(project: Project, update: bool) -> None:
+    write(project, one=1, two=1)
+    (project.pytester.path / "ci").mkdir()
+    args = ["--noplusone-baseline=ci"] + (["--noplusone-update-baseline"] if update else [])
+    result = project.run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: noplusone baseline ci: a directory, not a file; give the path of a file, "
+            "e.g. --noplusone-baseline=ci/noplusone-baseline.json."
+        ]
+    )
+    assert list((project.pytester.path / "ci").iterdir()) == []
+
+
+@sqlite_only
 def test_ini_baseline_is_resolved_against_the_rootdir(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,7 +278,12 @@ def test_update_without_a_baseline_path_is_a_usage_error(pytester: pytest.Pytest
     ("content", "reason"),
     [
         ("[]", "not a JSON object"),
-        ('{"version": 2, "tests": {}}', "version 2, but this plugin reads version 1"),
+        ('{"version": 2, "tests": {}}', '"version": 2, but this plugin reads "version": 1'),
+        (
+            '{"version": "1", "tests": {}}',
+            '"version": "1", but this plugin reads "version": 1 (a number, not a string)',
+        ),
+        ('{"tests": {}}', 'no "version"; this plugin reads "version": 1'),
         ('{"version": 1}', 'no "tests" object'),
         ('{"version": 1, "tests": {"t": 3}}', "tests['t'] is not an object"),
         (

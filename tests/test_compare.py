@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_noplusone import counts
+from pytest_noplusone import __version__, counts
 from pytest_noplusone.__main__ import main
 
 USERS = "select users.id, users.name from users"
@@ -167,3 +167,52 @@ def test_compare_leaves_schema_work_out_unless_asked(
     assert capsys.readouterr().out == "0 rose, 0 fell, 0 new, 0 removed, 1 unchanged; 1 -> 1 query in total.\n"
     assert main(["compare", "--compare-schema", str(before), str(after)]) == 1
     assert capsys.readouterr().out.splitlines()[1].split() == ["t.py::test_a", "2", "4", "+2"]
+
+
+def module(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest_noplusone", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_no_arguments_print_the_help() -> None:
+    done = module()
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[:3] == [
+        "usage: python -m pytest_noplusone [-h] [--version] COMMAND ...",
+        "",
+        "Tools for pytest-noplusone report and baseline files.",
+    ]
+    assert "    compare   compare the per-test query counts of two report or baseline" in (
+        done.stdout.splitlines()
+    )
+
+
+def test_version() -> None:
+    done = module("--version")
+    assert (done.returncode, done.stdout) == (0, f"pytest-noplusone {__version__}\n")
+
+
+def test_bad_call_prints_the_subcommands_usage() -> None:
+    done = module("compare", "only-one.json")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "usage: python -m pytest_noplusone compare [-h] [--all] OLD.json NEW.json",
+        "python -m pytest_noplusone compare: error: the following arguments are required: NEW.json",
+    ]
+    done = module("comprae")
+    assert done.returncode == 2
+    usage, error = done.stderr.splitlines()
+    assert usage == "usage: python -m pytest_noplusone [-h] [--version] COMMAND ..."
+    # Python 3.12.8 stopped quoting the choices: (choose from compare).
+    assert error.startswith(
+        "python -m pytest_noplusone: error: argument COMMAND: invalid choice: 'comprae'"
+    )
+
+
+def test_console_script_is_named_noplusone(old: Path, new: Path) -> None:
+    script = Path(sys.executable).with_name("noplusone")
+    done = subprocess.run(
+        [str(script), "compare", str(old)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == "usage: noplusone compare [-h] [--all] OLD.json NEW.json"
