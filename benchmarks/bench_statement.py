@@ -2,9 +2,9 @@
 
 Runs the same statement loop on a sync pysqlite ``:memory:`` engine and on aiosqlite through an
 ``AsyncSession``-style greenlet path: without the plugin's recorder (the baseline), with it
-installed and no window open (idle: the dialect hooks, or the listeners' dispatch, alone), and
-with a window open (the full per-statement work: shape lookup, frame walk through the greenlet,
-per-shape aggregates): a test body's window, which keeps no statements (the plugin's window for
+installed and no window open (idle: the listeners' dispatch alone), and with a window open
+(the full per-statement work: shape lookup, frame walk through the greenlet, per-shape
+aggregates): a test body's window, which keeps no statements (the plugin's window for
 every test), and a ``capture_queries()`` block, which keeps every statement for
 ``log.queries``. Each variant is repeated, interleaved, and the median CPU time (process_time,
 so that other load on the machine does not skew it) is reported. Usage:
