@@ -357,21 +357,19 @@ def _invocations(stats: ShapeStats, node: Node | None, library: Any, count: int)
     levels = stats.levels
     level = 0
     while node is not None and level < len(levels):
-        counts = levels[level]
-        frame = node.frame
-        seen = counts.get(frame)
-        if seen is not None:
-            counts[frame] = seen + count
-        elif len(counts) < _MAX_INVOCATIONS:
-            counts[frame] = count
+        _add(levels[level], node.frame, count)
         node = node.up
         level += 1
-    libraries = stats.libraries
-    seen = libraries.get(library)
+    _add(stats.libraries, library, count)
+
+
+def _add(counts: dict[Any, int], invocation: Any, count: int) -> None:
+    """Add ``count`` statements to an invocation's, counting at most _MAX_INVOCATIONS of them."""
+    seen = counts.get(invocation)
     if seen is not None:
-        libraries[library] = seen + count
-    elif len(libraries) < _MAX_INVOCATIONS:
-        libraries[library] = count
+        counts[invocation] = seen + count
+    elif len(counts) < _MAX_INVOCATIONS:
+        counts[invocation] = count
 
 
 _lock = threading.Lock()

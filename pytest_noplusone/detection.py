@@ -137,6 +137,17 @@ _drops: dict[str, tuple[frozenset[int | str], frozenset[int | str]]] = {}
 _MAX_DROPS = 4096
 
 
+def _placeholder_key(match: re.Match[str], position: int) -> tuple[int | str, int]:
+    """The parameter a placeholder of ``_SCAN`` stands for (its index, or its name), and the
+    next positional index."""
+    kind = match.lastgroup
+    if kind == "dollar":
+        return int(match.group("dollar")) - 1, position
+    if kind in ("pyformat", "named"):
+        return match.group(kind), position
+    return position, position + 1
+
+
 def _paging_parameters(sql: str) -> tuple[frozenset[int | str], frozenset[int | str]]:
     """The parameters that only page through rows: the ``LIMIT`` (``FETCH``, ``TOP``) values,
     and the ``OFFSET`` values and range bounds of keyset pagination (``WHERE id > ? ORDER BY id
@@ -166,13 +177,7 @@ def _paging_parameters(sql: str) -> tuple[frozenset[int | str], frozenset[int | 
                 groups.pop()
             before, previous = previous, op
             continue
-        if kind == "dollar":
-            key: int | str = int(match.group("dollar")) - 1
-        elif kind in ("pyformat", "named"):
-            key = match.group(kind)
-        else:
-            key = position
-            position += 1
+        key, position = _placeholder_key(match, position)
         if previous == "offset" or (previous == "," and before == "limit?"):
             advancing.add(key)
         elif previous in _LIMIT_WORDS:
@@ -262,13 +267,7 @@ def _placeholders(sql: str) -> list[tuple[int | str, str | None]]:
             if match.group("op") == ")":
                 in_list = None
             continue
-        if kind == "dollar":
-            key: int | str = int(match.group("dollar")) - 1
-        elif kind in ("pyformat", "named"):
-            key = match.group(kind)
-        else:
-            key = position
-            position += 1
+        key, position = _placeholder_key(match, position)
         before = _COLUMN_BEFORE.search(sql, max(0, match.start() - 200), match.start())
         column = None
         if before is not None:
