@@ -196,7 +196,8 @@ def test_bad_call_prints_the_subcommands_usage() -> None:
     done = module("compare", "only-one.json")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "usage: python -m pytest_noplusone compare [-h] [--all] OLD.json NEW.json",
+        "usage: python -m pytest_noplusone compare [-h] [--all] [--compare-schema]",
+        "                                          OLD.json NEW.json",
         "python -m pytest_noplusone compare: error: the following arguments are required: NEW.json",
     ]
     done = module("comprae")
@@ -215,4 +216,6 @@ def test_console_script_is_named_noplusone(old: Path, new: Path) -> None:
         [str(script), "compare", str(old)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    assert done.stderr.splitlines()[0] == "usage: noplusone compare [-h] [--all] OLD.json NEW.json"
+    assert done.stderr.splitlines()[0] == (
+        "usage: noplusone compare [-h] [--all] [--compare-schema] OLD.json NEW.json"
+    )

@@ -108,5 +108,6 @@ def test_off_switch_keeps_markers_and_fixture(project: Project, switch: tuple[st
 
 def test_without_the_switch_the_same_suite_fails(project: Project) -> None:
     project.write_test(OFF_SUITE)
-    result = project.run("--strict-markers")
+    # run_sync's lazy loads run by default; forbidden, the lazy load of the suite is forced.
+    result = project.run("--strict-markers", "-o", "noplusone_run_sync=forbid")
     result.assert_outcomes(passed=0, failed=2)

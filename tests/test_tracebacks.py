@@ -25,6 +25,9 @@ async def test_sync_lazy_load(sessionmaker):
         await session.run_sync(titles)
 """
 
+# The sync lazy load runs inside run_sync, whose lazy loads run by default: forbidden here.
+FORBID_RUN_SYNC = ("-o", "noplusone_run_sync=forbid")
+
 SUMMARY = [
     "FAILED test_scenario.py::test_async_lazy_load - noplusone: User.posts (one-to-many collection) was lazily loaded, which lazy='raise_on_sql' forbids (enforced by pytest-noplusone).",
     "FAILED test_scenario.py::test_sync_lazy_load - noplusone: User.posts (one-to-many collection) was lazily loaded, which lazy='raise_on_sql' forbids (enforced by pytest-noplusone).",
@@ -33,7 +36,7 @@ SUMMARY = [
 
 def test_no_plugin_frame_in_the_traceback(project: Project) -> None:
     project.write_test(LAZY)
-    result = project.run("--tb=long")
+    result = project.run(*FORBID_RUN_SYNC, "--tb=long")
     result.assert_outcomes(failed=2)
     # No entry of the plugin's files (a local's repr may still name its forced loader class).
     assert [line for line in result.stdout.lines if "pytest_noplusone/" in line] == []
@@ -47,7 +50,7 @@ def test_the_same_short_summary_with_and_without_xdist(
     project.write_test(LAZY)
     # One test at a time: the project's tests share one database.
     for number, test in enumerate(["test_async_lazy_load", "test_sync_lazy_load"]):
-        result = project.run("-rf", "-vv", "--tb=no", "-k", test, *workers)
+        result = project.run(*FORBID_RUN_SYNC, "-rf", "-vv", "--tb=no", "-k", test, *workers)
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines([SUMMARY[number]], consecutive=True)
         result.stdout.no_fnmatch_line("  touched at: *")
@@ -55,7 +58,7 @@ def test_the_same_short_summary_with_and_without_xdist(
 
 def test_tb_line_points_at_the_users_line(project: Project) -> None:
     project.write_test(LAZY)
-    result = project.run("--tb=line")
+    result = project.run(*FORBID_RUN_SYNC, "--tb=line")
     result.assert_outcomes(failed=2)
     first = project.line_of("# touched here")
     second = project.line_of("# touched in sync")
@@ -86,7 +89,7 @@ def test_tb_line_of_a_budget_failure_points_at_the_test(
     project: Project, workers: list[str]
 ) -> None:
     project.write_test(BUDGET)
-    result = project.run("--tb=line", "-rf", *workers)
+    result = project.run(*FORBID_RUN_SYNC, "--tb=line", "-rf", *workers)
     result.assert_outcomes(failed=1)
     line = project.line_of("@pytest.mark.max_queries(1)")
     result.stdout.fnmatch_lines(
