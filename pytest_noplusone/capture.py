@@ -570,11 +570,14 @@ def _capture(
             found, below = _start(start)
             library = library or below
         options = context.execution_options
+        statement_object = context.invoked_statement
         loader = (
-            _loader(context.invoked_statement, options["_sa_orm_load_options"])
+            _loader(statement_object, options["_sa_orm_load_options"])
             if "_sa_orm_load_options" in options  # one membership test for non-ORM statements
             else None
         )
+        # Where the objects of an ORM query were loaded, for a lazy-load message later.
+        _orm.last = (statement_object, found)
         engine = connection.engine
         raw = (statement, parameters, executemany, fingerprint, engine, found, loader, library)
         for only, pending, log, fold_at in _targets:
@@ -588,6 +591,18 @@ def _capture(
 
 
 _entries = frames.entries
+#: The last statement this thread recorded: (the statement object, its node).
+_orm = threading.local()
+
+
+def orm_site(statement: Any) -> Site | None:
+    """The chain of the statement that this thread last recorded, when it is ``statement`` (the
+    ORM query now loading its rows); None when it is not known."""
+    last = getattr(_orm, "last", None)
+    if last is None or last[0] is not statement:
+        return None
+    _orm.last = None
+    return last[1].site if last[1] is not None else EMPTY
 
 _LISTENERS = (
     ("do_execute", _capture),

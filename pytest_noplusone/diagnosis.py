@@ -129,7 +129,9 @@ def _on_load(state: Any, context: Any) -> None:
         return
     try:
         _last_runid = runid
-        frames = capture._user_frames(sys._getframe(1))
+        # The chain the capture has just found for this query, else a walk (outside windows).
+        site = capture.orm_site(context.query)
+        frames = site.frames if site is not None else capture._user_frames(sys._getframe(1))
         if len(_sites) >= _MAX_SITES:
             _sites.clear()
         _sites[runid] = Location(*frames[0]) if frames else None
