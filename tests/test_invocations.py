@@ -321,6 +321,8 @@ def test_one_invocation_is_a_finding_separate_calls_are_not(project: Project) ->
 
 
 SYNC_APP = """
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import select
 
 from sync_models import Item
@@ -332,6 +334,19 @@ def item(session, item_id):
 
 def items(session, ids):
     return [item(session, item_id) for item_id in ids]  # EACH
+
+
+def in_a_pool(session, ids):
+    with ThreadPoolExecutor(1) as pool:
+        futures = []
+        for item_id in ids:
+            futures.append(pool.submit(session.execute, select(Item).where(Item.id == item_id)))  # SUBMIT
+        return [future.result().all() for future in futures]
+
+
+def refresh_each(session, objects):
+    for each in objects:
+        session.refresh(each)  # REFRESH
 """
 
 SYNC_MODELS = """
@@ -360,7 +375,9 @@ from sync_models import Base, Item
 
 @pytest.fixture
 def session(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path}/sync.sqlite3")
+    engine = create_engine(
+        f"sqlite:///{tmp_path}/sync.sqlite3", connect_args={"check_same_thread": False}
+    )
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         session.add_all([Item(id=i, name=f"item {i}") for i in range(1, 6)])
@@ -385,19 +402,54 @@ def test_sync_one_call_per_input(session):
 
 def test_sync_rounds_of_a_lambda(session):
     rounds(lambda: session.execute(select(Item).where(Item.id == 1)).all())
+
+
+def test_sync_pool_runs_sqlalchemys_own_method(session):
+    sync_app.in_a_pool(session, [1, 2, 3])  # POOL
+
+
+def test_sync_refresh_each(session):
+    sync_app.refresh_each(session, session.scalars(select(Item)).all())  # REFRESH EACH
+
+
+def test_sync_refresh_in_the_test(session):
+    first, second = session.scalars(select(Item).limit(2)).all()
+    session.refresh(first)
+    session.refresh(second)
 """
 
 
 def test_sync_code_follows_the_same_rule(pytester: pytest.Pytester) -> None:
-    """Sync Session, no greenlet: the app's loop is a finding; a test calling the app once per
-    input, and rounds of a lambda, are not."""
+    """Sync Session, no greenlet: the app's loop, SQLAlchemy's own method handed to a pool by
+    the app, and refreshes one by one in the app are findings; a test calling the app once per
+    input, rounds of a lambda, and a test refreshing its objects are not."""
     pytester.makepyfile(sync_models=SYNC_MODELS, sync_app=SYNC_APP, test_sync=SYNC_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)
-    app = pytester.path / "sync_app.py"
-    lines = app.read_text().splitlines()
-    get = next(n for n, text in enumerate(lines, 1) if "# GET" in text)
-    each = next(n for n, text in enumerate(lines, 1) if "# EACH" in text)
+    result.assert_outcomes(passed=3, failed=3)
+
+    def at(marker: str, name: str = "sync_app") -> int:
+        lines = (pytester.path / f"{name}.py").read_text().splitlines()
+        return next(n for n, text in enumerate(lines, 1) if marker in text)
+
+    get, each = at("# GET"), at("# EACH")
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_sync_pool_runs_sqlalchemys_own_method _*",
+            "N+1 query: the same SELECT ran 3 times in one call of in_a_pool, "
+            "with different values.",
+            f"  from sync_app.py:{at('# SUBMIT')} in in_a_pool",
+            f"  called from test_sync.py:{at('# POOL', 'test_sync')} "
+            "in test_sync_pool_runs_sqlalchemys_own_method",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_sync_refresh_each _*",
+            "N+1 query: 5 Item objects were refreshed with session.refresh() one by one, "
+            "5 times in one call of refresh_each.",
+            f"  from sync_app.py:{at('# REFRESH')} in refresh_each",
+        ]
+    )
     result.stdout.fnmatch_lines(
         [
             "*_ test_sync_app_loop _*",
