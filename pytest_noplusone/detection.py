@@ -235,7 +235,12 @@ def sample(sql: str, parameters: Any) -> tuple[Any, Any, Any]:
     try:
         limits, advancing = _split(sql)
         paging = (_pick(parameters, limits), _pick(parameters, advancing))
-        if _LIMIT_ONE.search(sql):
+        limit_one = _limit_one.get(sql)
+        if limit_one is None:
+            if len(_limit_one) >= _MAX_DROPS:
+                _limit_one.clear()
+            limit_one = _limit_one[sql] = _LIMIT_ONE.search(sql) is not None
+        if limit_one:
             paging = ((1,), paging[1])
         hash(paging)
     except Exception:
@@ -243,6 +248,8 @@ def sample(sql: str, parameters: Any) -> tuple[Any, Any, Any]:
     return parameter_key(sql, parameters), paging, parameters
 
 
+#: sql -> whether it has a literal LIMIT 1 (cached: the same statements run test after test).
+_limit_one: dict[str, bool] = {}
 _LIMIT_ONE = re.compile(r"\b(?:limit|top)\s+1\b|\bfetch\s+(?:first|next)\s+1\s+rows?\b", re.I)
 _COLUMN_BEFORE = re.compile(
     r"(?P<table>[A-Za-z_]\w*|\"[^\"]+\")\s*\.\s*(?P<column>[A-Za-z_]\w*|\"[^\"]+\")\s*"
@@ -253,7 +260,19 @@ _COLUMN_BEFORE = re.compile(
 
 def _placeholders(sql: str) -> list[tuple[int | str, str | None]]:
     """The placeholders of ``sql`` in order (positional index, or name) with the
-    ``table.column`` each is compared with, when it can be read."""
+    ``table.column`` each is compared with, when it can be read (cached per statement)."""
+    found = _columns.get(sql)
+    if found is None:
+        if len(_columns) >= _MAX_DROPS:
+            _columns.clear()
+        found = _columns[sql] = _read_placeholders(sql)
+    return found
+
+
+_columns: dict[str, list[tuple[int | str, str | None]]] = {}
+
+
+def _read_placeholders(sql: str) -> list[tuple[int | str, str | None]]:
     found: list[tuple[int | str, str | None]] = []
     position = 0
     in_list: str | None = None
