@@ -282,7 +282,7 @@ def test_one_invocation_is_a_finding_separate_calls_are_not(project: Project) ->
             "5 times in one call of renamed.",
             f"  from {at('# EXPIRED', 'app')} in renamed",
             f"  called from {at('# RENAMED')} in test_expired_reloads_in_the_app",
-            "  SQL: SELECT users.id, users.name FROM users WHERE users.id = *",
+            "  SQL: SELECT users.id* FROM users WHERE users.id = *",  # 2.0 adds labels
             "  fix: load them again in one query (select(User).where(User.id.in_(ids))), "
             "or keep them loaded: sessionmaker(..., expire_on_commit=False)",
         ]
