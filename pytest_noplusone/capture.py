@@ -445,7 +445,7 @@ def _learn() -> tuple[FrameType | None, FrameType | None]:
         depth += 1
     library = False
     if below is not None:
-        library = frames.kind_of(below.f_code.co_filename) == frames.LIBRARY
+        library = frames.is_library(below)
         if len(_hints) >= _MAX_HINTS:
             del _hints[0]
         _hints.append((depth - 2, below.f_code, library))  # counted from _capture's frame

@@ -323,15 +323,8 @@ def varying_column(sql: str, samples: Sequence[tuple[Any, Any, Any]]) -> str | N
 
 
 def _attribute(column: str) -> str:
-    table, name = column.rsplit(".", 1)
-    for mapper in _mappers():
-        local = getattr(mapper, "local_table", None)
-        if getattr(local, "name", "").lower() != table.lower():
-            continue
-        for prop in mapper.column_attrs:
-            if any(getattr(col, "name", "").lower() == name.lower() for col in prop.columns):
-                return f"{mapper.class_.__name__}.{prop.key}"
-    return column
+    mapped = _mapped(*column.rsplit(".", 1))
+    return f"{mapped[0]}.{mapped[1]}" if mapped is not None else column
 
 
 # --- findings -------------------------------------------------------------------------------
@@ -700,15 +693,21 @@ def model_hint(shape: str) -> tuple[str, str] | None:
             owner, column = column_match.group(3, 4)
         if owner != table:
             return None
-        for mapper in _mappers():
-            local = getattr(mapper, "local_table", None)
-            if getattr(local, "name", "").lower() != table:
-                continue
-            for prop in mapper.column_attrs:
-                if any(getattr(col, "name", "").lower() == column for col in prop.columns):
-                    return mapper.class_.__name__, prop.key
+        return _mapped(table, column)
     except Exception:
         return None
+
+
+def _mapped(table: str, column: str) -> tuple[str, str] | None:
+    """The mapped class and attribute of ``table.column`` (case ignored), or None."""
+    table, column = table.lower(), column.lower()
+    for mapper in _mappers():
+        local = getattr(mapper, "local_table", None)
+        if getattr(local, "name", "").lower() != table:
+            continue
+        for prop in mapper.column_attrs:
+            if any(getattr(col, "name", "").lower() == column for col in prop.columns):
+                return mapper.class_.__name__, prop.key
     return None
 
 

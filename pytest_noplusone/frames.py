@@ -197,15 +197,6 @@ class Node:
         self.site = site
         self.up = up
 
-    def chain(self) -> list[Node]:
-        """This node and the ones above it, innermost first."""
-        nodes = []
-        node: Node | None = self
-        while node is not None:
-            nodes.append(node)
-            node = node.up
-        return nodes
-
 
 class _Entry:
     """What is known of one live frame instance: the chain above it, its nodes by offset."""
@@ -243,11 +234,7 @@ def node(frame: FrameType, glet: Any = None) -> Node:
     entry = _entry(frame)
     if entry is None:
         entry = _build(frame, glet)
-    lasti = frame.f_lasti
-    found = entry.nodes.get(lasti)
-    if found is None:
-        found = entry.nodes[lasti] = _node(frame, lasti, entry.up, False)
-    return found
+    return _position(frame, entry)
 
 
 def _node(frame: FrameType, lasti: int, up: Node | None, background: bool) -> Node:
@@ -313,7 +300,7 @@ def first_user(
             if kind is None:
                 kind = classify(filename)
             if kind == USER:
-                return frame, glet, None, below if below is not None and _library(below) else None
+                return frame, glet, None, below if below is not None and is_library(below) else None
             if kind == BOUNDARY:
                 if filename == _ASYNCIO_EVENTS:
                     handed = _task_origin()
@@ -330,8 +317,9 @@ def first_user(
         frame = parent.gr_frame
 
 
-def _library(frame: FrameType) -> bool:
-    return kinds.get(frame.f_code.co_filename) == LIBRARY
+def is_library(frame: FrameType) -> bool:
+    """Whether ``frame`` is a frame of a library installed in site-packages."""
+    return kind_of(frame.f_code.co_filename) == LIBRARY
 
 
 # --- handovers: tasks and threads -------------------------------------------------------------
